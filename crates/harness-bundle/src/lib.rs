@@ -1,0 +1,2 @@
+//! The harness bundle.
+#![deny(missing_docs)]

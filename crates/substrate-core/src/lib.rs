@@ -1,0 +1,2 @@
+//! Core of the substrates.
+#![deny(missing_docs)]
