@@ -1,0 +1,5 @@
+//! `cargo xtask bundle`.
+
+pub fn run(_args: &[String]) -> anyhow::Result<()> {
+    anyhow::bail!("not written yet")
+}
