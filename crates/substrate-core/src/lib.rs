@@ -1,2 +1,26 @@
-//! Core of the substrates.
+//! The core of the substrates: the [`Substrate`] trait a runtime implements, the [`BootSpec`]
+//! a caller hands it, the one [`Error`] type, argv as data ([`CommandSpec`]), and harness
+//! protocol v1 ([`protocol`] types and the async [`HarnessClient`]).
+//!
+//! This crate never spawns a process and has no platform code: runtimes do that.
 #![deny(missing_docs)]
+
+pub mod boot;
+pub mod client;
+pub mod command;
+pub mod error;
+pub mod protocol;
+pub mod secret;
+pub mod substrate;
+
+pub use boot::{
+    BootEvent, BootPhase, BootSpec, NetworkPolicy, PhaseDeadlines, PhaseProbe, ProgressSink,
+    ResourceLimits, WorkdirPolicy,
+};
+pub use client::{ChatSession, EventStream, HarnessClient};
+pub use command::CommandSpec;
+pub use error::{Error, ErrorKind, Result};
+pub use secret::{EnvValue, EnvVars, Secret};
+pub use substrate::{
+    BootedHarness, Capabilities, Endpoint, Isolation, Substrate, SubstrateKind, Teardown,
+};
