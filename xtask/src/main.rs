@@ -2,6 +2,7 @@
 
 mod bundle;
 mod stage;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,8 @@ commands:
                      (--check: fail if the committed bundle is stale)
   stage [DIR]        install the harness's node_modules (the agent SDK and its CLI) into DIR
                      (default: target/harness-stage); skipped when already up to date
+  test [--no-lint]   install missing system packages (as root), stage, run every test, then
+                     rustfmt and clippy
 ";
 
 fn main() -> ExitCode {
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "bundle" => bundle::run(rest),
         "stage" => stage::run(rest),
+        "test" => test::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
