@@ -1,1 +1,2 @@
-//! Runnable examples live under `examples/`.
+//! Runnable examples; see `examples/examples/` and run one with
+//! `cargo run -p substrate-examples --example NAME`.

@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask <command>`.
 
+mod bench;
 mod bundle;
 mod stage;
 mod test;
@@ -15,6 +16,8 @@ commands:
                      (--check: fail if the committed bundle is stale)
   stage [DIR]        install the harness's node_modules (the agent SDK and its CLI) into DIR
                      (default: target/harness-stage); skipped when already up to date
+  bench              harness start, event throughput and file transfer, each beside a
+                     baseline measured in the same run (release build)
   test [--no-lint]   install missing system packages (as root), stage, run every test, then
                      rustfmt and clippy
 ";
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
         "bundle" => bundle::run(rest),
         "stage" => stage::run(rest),
         "test" => test::run(rest),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

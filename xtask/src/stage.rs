@@ -1,5 +1,27 @@
-//! `cargo xtask stage`.
+//! `cargo xtask stage [DIR]`: install the harness's run-time node_modules.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+use std::path::PathBuf;
+
+use anyhow::bail;
+
+use crate::workspace_root;
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let dir = match args {
+        [] => workspace_root().join("target/harness-stage"),
+        [dir] if !dir.starts_with('-') => PathBuf::from(dir),
+        _ => bail!("usage: cargo xtask stage [DIR]"),
+    };
+    eprintln!("staging the harness's node_modules in {} …", dir.display());
+    let report = harness_bundle::stage(&dir)?;
+    if report.skipped {
+        eprintln!("already up to date: {}", report.node_modules.display());
+    } else {
+        eprintln!(
+            "staged {} in {:.1?}",
+            report.node_modules.display(),
+            report.duration
+        );
+    }
+    Ok(())
 }

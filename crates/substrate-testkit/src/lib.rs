@@ -1,3 +1,10 @@
-//! Test support for substrates: a scripted Messages API server, a host-process launcher for the
-//! real harness, and the protocol v1 conformance suite.
+//! Test support for substrates: a scripted Anthropic Messages API server ([`model`]), the
+//! `local` substrate that runs the real harness as a host process ([`local`]), staging of the
+//! harness's node_modules ([`stage`]), and the protocol v1 conformance suite
+//! ([`conformance`], expanded per runtime with [`conformance_suite!`]).
 #![deny(missing_docs)]
+
+pub mod conformance;
+pub mod local;
+pub mod model;
+pub mod stage;

@@ -1,0 +1,79 @@
+// Entry point: configuration from the environment, the HTTP server, signals.
+import fs from "node:fs";
+import http from "node:http";
+import { loadConfig } from "./config.js";
+import { claudeAgentSdk } from "./engines/claude-agent-sdk.js";
+import type { Engine } from "./engines/engine.js";
+import { log } from "./log.js";
+import { Harness, VERSION } from "./server.js";
+
+process.on("unhandledRejection", (e) => log("error", "unhandled rejection", { error: e instanceof Error ? e.stack : String(e) }));
+process.on("uncaughtException", (e) => log("error", "uncaught exception", { error: e.stack ?? String(e) }));
+
+function main(): void {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    log("error", (e as Error).message);
+    process.exit(2);
+  }
+  fs.mkdirSync(config.workdirRoot, { recursive: true, mode: 0o700 });
+  if (!config.token) log("warn", "HARNESS_TOKEN is not set: every route is open (tests only)");
+  const engines = new Map<string, Engine>();
+  const sdk = claudeAgentSdk(config.nodeModules);
+  engines.set(sdk.name, sdk);
+  const harness = new Harness(config, engines);
+
+  const server = http.createServer((req, res) => void harness.handle(req, res));
+  server.requestTimeout = 0; // event streams and large uploads are long-lived
+  server.headersTimeout = 60_000;
+  server.keepAliveTimeout = 30_000;
+
+  const reaper = setInterval(() => harness.reapIdle(), Math.min(60_000, Math.max(1000, config.sessionIdleMs / 2)));
+  reaper.unref();
+
+  const cfg = config;
+  const onListening = () => {
+    if (cfg.socket) {
+      fs.chmodSync(cfg.socket, 0o600);
+      log("info", "listening", { socket: cfg.socket, version: VERSION });
+    } else {
+      const addr = server.address();
+      log("info", "listening", { port: typeof addr === "object" && addr ? addr.port : cfg.port, version: VERSION });
+    }
+  };
+  if (config.socket) {
+    try {
+      fs.unlinkSync(config.socket);
+    } catch {
+      // Nothing to replace.
+    }
+    server.listen(config.socket, onListening);
+  } else {
+    server.listen(config.port, "127.0.0.1", onListening);
+  }
+  server.on("error", (e) => {
+    log("error", "server error", { error: e.message });
+    process.exit(1);
+  });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log("info", "stopping", { signal });
+    server.close();
+    server.closeAllConnections?.();
+    const done = () => {
+      if (cfg.socket) fs.rmSync(cfg.socket, { force: true });
+      process.exit(0);
+    };
+    harness.shutdown().finally(done);
+    setTimeout(done, 2000).unref();
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main();
