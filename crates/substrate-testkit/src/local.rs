@@ -192,6 +192,7 @@ impl LocalSubstrate {
     ) -> Result<()> {
         let command = self.harness_command(layout, token, spec);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut stderr_task = None;
         spec.run_phase(BootPhase::Spawn, |_| async {
             let mut cmd = Command::from(command.to_command());
             cmd.stdin(Stdio::null())
@@ -210,7 +211,7 @@ impl LocalSubstrate {
             })?;
             teardown.pgid = child.id().and_then(|id| i32::try_from(id).ok());
             if let Some(stderr) = child.stderr.take() {
-                tokio::spawn(forward_stderr(stderr, stderr_tail.clone()));
+                stderr_task = Some(tokio::spawn(forward_stderr(stderr, stderr_tail.clone())));
             }
             teardown.child = Some(child);
             Ok(())
@@ -228,6 +229,10 @@ impl LocalSubstrate {
                 health = client.wait_healthy(deadline, Some(&probe)) => health.map(drop),
                 status = child.wait() => {
                     let status = status.map_err(|e| Error::io("wait for the harness", e))?;
+                    // Let the forwarder read the dead process's last words.
+                    if let Some(task) = stderr_task {
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+                    }
                     Err(Error::ProcessFailed {
                         command: command.to_string(),
                         status: status.to_string(),

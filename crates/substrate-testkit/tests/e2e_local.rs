@@ -1,5 +1,6 @@
 //! End to end on the host: HarnessClient → harness → claude-agent-sdk → the real Claude Code
 //! CLI → the scripted model. Only the model is scripted.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -142,7 +143,10 @@ async fn the_real_cli_runs_a_tool_and_the_file_comes_back() {
 async fn shutdown_mid_turn_kills_the_engine_and_its_tools() {
     let model = ScriptedModel::start(
         Script::new()
-            .reply(Reply::tool_use("Bash", json!({"command": "sleep 600"})))
+            .reply(Reply::tool_use(
+                "Bash",
+                json!({"command": "tail -f /dev/null"}),
+            ))
             .reply(Reply::text("never")),
     )
     .await
@@ -164,26 +168,28 @@ async fn shutdown_mid_turn_kills_the_engine_and_its_tools() {
     let mut chat = ChatSession::start(harness.client().unwrap(), request)
         .await
         .unwrap();
-    let mut turn = chat.send("sleep").await.unwrap();
-    // Wait until the tool is running.
+    // The turn never ends by itself: drive it (and its permission answers) in a task.
+    let driver = tokio::spawn(async move { chat.ask("block").await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !processes_under(&root)
         .iter()
-        .any(|p| p.contains("sleep 600"))
+        .any(|p| p.contains("tail -f /dev/null"))
     {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "sleep never started"
+            "the tool never started; model requests: {:?}; processes: {:?}",
+            model.requests().iter().map(|r| &r.path).collect::<Vec<_>>(),
+            processes_under(&root)
         );
-        tokio::select! {
-            _ = turn.next() => {}
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(turn);
     harness.shutdown().await.unwrap();
     assert_eq!(processes_under(&root), Vec::<String>::new());
     assert!(!root.exists());
+    assert!(
+        driver.await.unwrap().is_err(),
+        "the turn cannot complete once the harness is gone"
+    );
 }
 
 #[tokio::test]

@@ -201,7 +201,11 @@ impl ChatSession {
     /// Ends input and reads the stream to the session's end.
     pub async fn finish(mut self) -> Result<SessionSummary> {
         if self.ended.is_none() {
-            self.client.end_input(&self.session_id).await?;
+            match self.client.end_input(&self.session_id).await {
+                // Ended meanwhile (cancelled, budget): the stream still says how.
+                Err(Error::Protocol { status: 409, .. }) => {}
+                other => other?,
+            }
             while let Some(event) = self.events.next().await {
                 let event = event?;
                 self.observe(&event).await?;

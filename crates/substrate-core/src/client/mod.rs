@@ -319,8 +319,9 @@ impl HarnessClient {
         self.post_unit(&session_path(id, "/fs/move")?, &body).await
     }
 
-    /// Polls `GET /v1/health` until it answers or `deadline` passes; returns the last error
-    /// otherwise. Used by runtimes for their health phase.
+    /// Polls `GET /v1/health` until it answers; after `deadline`, fails with
+    /// [`Error::BootTimeout`] for the `health` phase, carrying the last error seen. Used by
+    /// runtimes for their health phase.
     pub async fn wait_healthy(
         &self,
         deadline: Duration,
@@ -336,7 +337,11 @@ impl HarnessClient {
                         p.saw(e.to_string());
                     }
                     if start.elapsed() + delay > deadline {
-                        return Err(e);
+                        return Err(Error::BootTimeout {
+                            phase: crate::boot::BootPhase::Health,
+                            deadline,
+                            last_seen: e.to_string(),
+                        });
                     }
                 }
             }

@@ -525,7 +525,13 @@ pub async fn cancel_mid_turn_ends_cancelled(ctx: &Ctx) -> Outcome {
             reason = Some(r);
         }
     }
-    ensure!(reason == Some(EndReason::Cancelled), "ended {reason:?}");
+    drop(turn);
+    let summary = chat.finish().await?;
+    ensure!(
+        summary.reason == EndReason::Cancelled,
+        "ended {:?} (seen in the turn: {reason:?})",
+        summary.reason
+    );
     ensure!(
         ctx.client.session(&id).await?.end_reason == Some(EndReason::Cancelled),
         "state"
@@ -862,19 +868,14 @@ pub async fn symlinks_out_of_the_workdir_are_path_escape(ctx: &Ctx) -> Outcome {
         Script::new()
             .reply(Reply::tool_use(
                 "Bash",
-                json!({"command": "ln -s / root-link && ln -s /etc/hostname host-file && ln -s .. up && mkdir inner && ln -s ../inner inner-ok"}),
+                json!({"command": "ln -s / root-link && ln -s /etc/hostname host-file && ln -s .. up && mkdir inner && ln -s inner inner-ok"}),
             ))
             .reply(Reply::text("linked")),
     );
-    let mut req = ctx.session_request();
-    req.messages.push("plant links".into());
-    req.streaming_input = Some(false);
-    req.options = Some(substrate_core::protocol::EngineOptions {
-        allowed_tools: Some(vec![String::from("Bash")]),
-        ..Default::default()
-    });
-    let id = ctx.client.create_session(&req).await?.session_id;
-    ctx.client.events(&id, None).await?.collect_all().await?;
+    // Commands that reach outside the workdir ask for permission: the chat allows them.
+    let mut chat = ChatSession::start(ctx.client.clone(), ctx.session_request()).await?;
+    chat.ask("plant links").await?;
+    let id = chat.session_id().to_owned();
     let tree = ctx.client.tree(&id, ".", 1).await?;
     let link = tree
         .entries

@@ -130,15 +130,8 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx).map_ok()
-}
-
-trait MapOk: Sized {
-    fn map_ok(self) -> futures_util::stream::Map<Self, fn(Bytes) -> Result<Bytes, Infallible>>;
-}
-
-impl<S: Stream<Item = Bytes>> MapOk for S {
-    fn map_ok(self) -> futures_util::stream::Map<Self, fn(Bytes) -> Result<Bytes, Infallible>> {
-        futures_util::StreamExt::map(self, Ok as fn(Bytes) -> Result<Bytes, Infallible>)
-    }
+    futures_util::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok::<Bytes, Infallible>,
+    )
 }
