@@ -33,6 +33,8 @@ pub struct EventStream {
     pending: VecDeque<Event>,
     last_id: Option<u64>,
     ended: bool,
+    /// An error met while parsing, reported after the events that came before it.
+    failure: Option<Error>,
     reconnects: u32,
 }
 
@@ -61,6 +63,7 @@ impl EventStream {
             pending: VecDeque::new(),
             last_id: after,
             ended: false,
+            failure: None,
             reconnects: 0,
         })
     }
@@ -74,6 +77,7 @@ impl EventStream {
             pending: VecDeque::new(),
             last_id: None,
             ended: false,
+            failure: None,
             reconnects: 0,
         }
     }
@@ -99,6 +103,10 @@ impl EventStream {
                 }
                 return Some(Ok(event));
             }
+            if let Some(err) = self.failure.take() {
+                self.ended = true;
+                return Some(Err(err));
+            }
             if self.ended {
                 return None;
             }
@@ -112,9 +120,8 @@ impl EventStream {
             match body.next().await {
                 Some(Ok(chunk)) => {
                     if let Err(e) = self.absorb(&chunk) {
-                        self.ended = true;
                         self.body = None;
-                        return Some(Err(e));
+                        self.failure = Some(e);
                     }
                 }
                 Some(Err(err)) => {
@@ -199,7 +206,7 @@ impl EventStream {
                     ),
                 });
             }
-            let backoff = Duration::from_millis(50 * 2u64.pow(self.reconnects.min(6)));
+            let backoff = Duration::from_millis(50 * 2u64.pow(self.reconnects.min(4)));
             tokio::time::sleep(backoff).await;
             // A new parser: a half-received frame of the dropped connection is discarded and
             // replayed by the harness.
