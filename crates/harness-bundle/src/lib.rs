@@ -108,6 +108,15 @@ mod tests {
     }
 
     #[test]
+    fn the_bundle_reports_the_crate_version() {
+        let text = String::from_utf8_lossy(HARNESS_MJS);
+        assert!(
+            text.contains(&format!("VERSION = \"{HARNESS_VERSION}\"")),
+            "ts/src/server.ts VERSION must equal the crate version {HARNESS_VERSION}"
+        );
+    }
+
+    #[test]
     fn the_bundle_imports_the_sdk_lazily_and_does_not_embed_it() {
         let text = String::from_utf8_lossy(HARNESS_MJS);
         assert!(text.contains("@anthropic-ai/claude-agent-sdk"));
