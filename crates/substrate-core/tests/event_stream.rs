@@ -1,6 +1,6 @@
 //! The event stream's guarantees where a real harness cannot be made to misbehave: a server
 //! that skips ids, one that replays overlapping events, one that can no longer replay.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! The client's event stream survives dropped connections against the real harness: a proxy
 //! between them cuts the first event stream mid-frame, and the client resumes with
 //! Last-Event-ID without losing or repeating an event.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! End to end on the host: HarnessClient → harness → claude-agent-sdk → the real Claude Code
 //! CLI → the scripted model. Only the model is scripted.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

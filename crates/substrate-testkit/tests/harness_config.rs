@@ -1,7 +1,7 @@
 //! The harness's own configuration, exercised on a directly spawned `node harness.mjs`: TCP on
 //! 127.0.0.1, JSON logs, body limits, the replay ring, the idle reaper, and an engine
 //! environment that never carries the token.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
 
 use std::path::Path;
 use std::process::Stdio;

@@ -1,5 +1,5 @@
 //! The scripted model speaks the Messages API the way the CLI expects.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
 
 use std::time::Duration;
 
