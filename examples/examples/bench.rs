@@ -52,7 +52,7 @@ async fn cold_start(modules: &Path, scratch: &Path) -> anyhow::Result<()> {
     std::fs::write(
         &bare,
         "import http from 'node:http';\
-         http.createServer((q, r) => r.end('{\"ok\":true}')).listen(process.env.SOCK);",
+         http.createServer((q, r) => r.end('{\"ok\":true,\"version\":\"0\"}')).listen(process.env.SOCK);",
     )?;
     let mut baseline = Vec::new();
     for i in 0..STARTS {

@@ -320,7 +320,7 @@ async fn keep_leaves_the_workdir_for_inspection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_git_source_is_cloned_into_the_workdir() {
+async fn git_and_directory_sources_are_materialised() {
     let repo = tempfile::tempdir().unwrap();
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
@@ -364,6 +364,26 @@ async fn a_git_source_is_cloned_into_the_workdir() {
     req.source = Some(SourceSpec::Git {
         url: format!("file://{}", repo.path().join("missing").display()),
         reference: None,
+    });
+    let err = client.create_session(&req).await.unwrap_err();
+    assert_eq!(err.protocol_code(), Some("VALIDATION"), "{err}");
+    assert!(err.to_string().contains("git clone failed"), "{err}");
+
+    // A directory the runtime made visible is copied, not linked.
+    req.source = Some(SourceSpec::Dir {
+        path: repo.path().display().to_string(),
+    });
+    let id = client.create_session(&req).await.unwrap().session_id;
+    client
+        .write_file(&id, "AGENT.md", "changed in the session", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(repo.path().join("AGENT.md")).unwrap(),
+        b"from git"
+    );
+    req.source = Some(SourceSpec::Dir {
+        path: String::from("relative/dir"),
     });
     let err = client.create_session(&req).await.unwrap_err();
     assert_eq!(err.protocol_code(), Some("VALIDATION"), "{err}");
