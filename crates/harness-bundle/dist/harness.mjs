@@ -359,7 +359,7 @@ async function handleFs(op, req, res, url, workdir, limits) {
       if (!st) throw notFound(`no file ${q.get("path")}`);
       if (!st.isFile()) throw new HttpError("NOT_A_FILE", `${q.get("path")} is not a regular file`);
       res.writeHead(200, { "content-type": "application/octet-stream", "content-length": st.size });
-      await pipeline(fs3.createReadStream(p), res);
+      await pipeline(fs3.createReadStream(p, { highWaterMark: STREAM_CHUNK }), res);
       return;
     }
     if (method === "PUT") {
@@ -380,8 +380,14 @@ async function handleFs(op, req, res, url, workdir, limits) {
           else cb(null, chunk);
         }
       });
+      const out = fs3.createWriteStream(tmp, { highWaterMark: STREAM_CHUNK, ...mode === void 0 ? {} : { mode } });
       try {
-        await pipeline(req, counter, fs3.createWriteStream(tmp, mode === void 0 ? {} : { mode }));
+        if (req.headers["content-length"] !== void 0) {
+          await pipeline(req, out);
+          size = out.bytesWritten;
+        } else {
+          await pipeline(req, counter, out);
+        }
         if (mode !== void 0) await fsp.chmod(tmp, mode);
         await fsp.rename(tmp, p);
       } catch (e) {
@@ -489,6 +495,7 @@ async function writeFileSpec(workdir, f) {
   const data = f.encoding === "base64" ? Buffer.from(f.content, "base64") : Buffer.from(f.content, "utf8");
   await writeAtomic(p, data, f.mode);
 }
+var STREAM_CHUNK;
 var init_fsroutes = __esm({
   "src/fsroutes.ts"() {
     "use strict";
@@ -496,6 +503,7 @@ var init_fsroutes = __esm({
     init_http();
     init_jail();
     init_validate();
+    STREAM_CHUNK = 1 << 20;
   }
 });
 
