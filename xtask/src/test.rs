@@ -13,6 +13,7 @@ use crate::workspace_root;
 const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("git", "git"),
     ("ca-certificates", "update-ca-certificates"),
+    ("bubblewrap", "bwrap"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {

@@ -1227,9 +1227,32 @@ function engineEnv(envs, home) {
 // src/main.ts
 process.on("unhandledRejection", (e) => log("error", "unhandled rejection", { error: e instanceof Error ? e.stack : String(e) }));
 process.on("uncaughtException", (e) => log("error", "uncaught exception", { error: e.stack ?? String(e) }));
+function loadEnvFd() {
+  const raw = process.env.HARNESS_ENV_FD;
+  if (raw === void 0 || raw === "") return;
+  delete process.env.HARNESS_ENV_FD;
+  if (!/^\d+$/.test(raw)) throw new Error(`HARNESS_ENV_FD must be a file descriptor number, got ${JSON.stringify(raw)}`);
+  const fd = Number(raw);
+  let text;
+  try {
+    text = fs4.readFileSync(fd, "utf8");
+  } finally {
+    try {
+      fs4.closeSync(fd);
+    } catch {
+    }
+  }
+  const vars = JSON.parse(text);
+  if (typeof vars !== "object" || vars === null || Array.isArray(vars)) throw new Error("HARNESS_ENV_FD must carry a JSON object");
+  for (const [k, v] of Object.entries(vars)) {
+    if (typeof v !== "string") throw new Error(`HARNESS_ENV_FD: the value of ${k} must be a string`);
+    process.env[k] = v;
+  }
+}
 function main() {
   let config;
   try {
+    loadEnvFd();
     config = loadConfig();
   } catch (e) {
     log("error", e.message);

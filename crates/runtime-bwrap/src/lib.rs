@@ -1,5 +1,147 @@
-//! Linux runtime on bubblewrap namespaces.
+//! Linux runtime on bubblewrap: one jail per boot, the harness inside it on a Unix socket.
 //!
-//! Not available yet: this crate has no substrate to offer. It will hold a pure argv builder
-//! (compiled and snapshot-tested on every OS) and a Linux-only launcher.
+//! What a sandbox gets (see `jail.rs` for the exact argv):
+//!
+//! - user, mount, pid, ipc, uts and cgroup namespaces, and its own network namespace unless the
+//!   policy is `Host`; `--die-with-parent`, `--new-session`, no capabilities, no_new_privs, a
+//!   non-root uid inside, nested user namespaces disabled, and seccomp filters built in Rust
+//!   (`seccomp.rs`);
+//! - read-only system directories, a short `/etc` list and its own `/etc/passwd`; `/proc`, a
+//!   minimal `/dev`, private `/tmp` and `/run`; the per-boot workdir read-write at `/workdir`
+//!   (HOME and the session root); the harness, `node` and the staged `node_modules` read-only;
+//! - an empty environment plus the harness's own variables; secrets (the boot token, engine
+//!   keys) through an inherited pipe, never an argv;
+//! - memory, CPU and pids limits in a per-boot cgroup entered before bwrap runs (`cgroup.rs`).
+//!
+//! When the caller is root, bwrap runs as a fresh unprivileged host uid per boot, so nothing
+//! root-owned on the host is ever "owned" by a sandbox (a sandbox mapped to host root could,
+//! for one, chmod the host's `/dev/null`).
+//!
+//! The argv builder compiles on every OS; booting is Linux-only and elsewhere fails with
+//! `Unsupported`, naming the runtimes that work there.
 #![deny(missing_docs)]
+
+pub mod jail;
+pub mod version;
+
+#[cfg(target_os = "linux")]
+pub mod cgroup;
+#[cfg(target_os = "linux")]
+mod launcher;
+#[cfg(target_os = "linux")]
+pub mod reaper;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use substrate_core::{
+    BootSpec, BootedHarness, Capabilities, Isolation, Result, Substrate, SubstrateKind,
+};
+
+pub use jail::{JailConfig, JailNetwork, ReadOnlyBind};
+pub use version::{BwrapVersion, MIN_VERSION};
+
+/// Boots the harness inside a bubblewrap jail. Cheap to clone; each boot is independent.
+#[derive(Debug, Clone)]
+pub struct BwrapSubstrate {
+    pub(crate) bwrap: PathBuf,
+    pub(crate) node: PathBuf,
+    pub(crate) node_modules: PathBuf,
+    pub(crate) base_dir: PathBuf,
+    pub(crate) extra_ro: Vec<ReadOnlyBind>,
+    pub(crate) tmp_bytes: Option<u64>,
+}
+
+impl BwrapSubstrate {
+    /// A substrate using `bwrap` and `node` from `PATH` and the staged `node_modules` (see
+    /// `cargo xtask stage`).
+    pub fn new(node_modules: impl Into<PathBuf>) -> Self {
+        Self {
+            bwrap: PathBuf::from("bwrap"),
+            node: PathBuf::from("node"),
+            node_modules: node_modules.into(),
+            base_dir: std::env::temp_dir().join("computeragent-bwrap"),
+            extra_ro: Vec::new(),
+            tmp_bytes: None,
+        }
+    }
+
+    /// Uses this bwrap binary.
+    pub fn bwrap(mut self, bwrap: impl Into<PathBuf>) -> Self {
+        self.bwrap = bwrap.into();
+        self
+    }
+
+    /// Uses this node binary (bound read-only into every sandbox).
+    pub fn node(mut self, node: impl Into<PathBuf>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// Keeps per-boot directories (run dir, workdir) under `dir`. When the caller is root, the
+    /// sandbox's own uid must be able to traverse it (the default, under the temp dir, is).
+    pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.base_dir = dir.into();
+        self
+    }
+
+    /// Binds a host path read-only into every sandbox.
+    pub fn read_only(mut self, source: impl Into<PathBuf>, dest: impl Into<PathBuf>) -> Self {
+        self.extra_ro.push(ReadOnlyBind {
+            source: source.into(),
+            dest: dest.into(),
+        });
+        self
+    }
+
+    /// Caps the sandbox's private `/tmp` (a tmpfs, counted against the memory limit) at
+    /// `bytes`.
+    pub fn tmp_size(mut self, bytes: u64) -> Self {
+        self.tmp_bytes = Some(bytes);
+        self
+    }
+
+    /// Where per-boot directories live.
+    pub fn base_dir_path(&self) -> &std::path::Path {
+        &self.base_dir
+    }
+}
+
+#[async_trait]
+impl Substrate for BwrapSubstrate {
+    fn kind(&self) -> SubstrateKind {
+        SubstrateKind::Bwrap
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::minimal(Isolation::Namespaces);
+        caps.network_none = true;
+        caps.network_host = true;
+        caps.limit_memory = true;
+        caps.limit_cpu = true;
+        caps.limit_pids = true;
+        caps
+    }
+
+    async fn boot_harness(&self, spec: BootSpec) -> Result<BootedHarness> {
+        self.check_spec(&spec)?;
+        #[cfg(target_os = "linux")]
+        {
+            launcher::boot(self, spec).await
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = spec;
+            Err(substrate_core::Error::Unsupported {
+                what: String::from("the bwrap runtime"),
+                reason: format!(
+                    "bubblewrap needs Linux namespaces and this host runs {}; on macOS use the \
+                     tart, lima or apple-container runtime",
+                    std::env::consts::OS
+                ),
+            })
+        }
+    }
+}

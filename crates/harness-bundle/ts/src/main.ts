@@ -10,9 +10,39 @@ import { Harness, VERSION } from "./server.js";
 process.on("unhandledRejection", (e) => log("error", "unhandled rejection", { error: e instanceof Error ? e.stack : String(e) }));
 process.on("uncaughtException", (e) => log("error", "uncaught exception", { error: e.stack ?? String(e) }));
 
+/**
+ * Reads further environment variables, as one JSON object of strings, from the file descriptor
+ * named by HARNESS_ENV_FD, then closes it. Runtimes deliver secrets (the boot token, engine
+ * keys) this way so that they appear in no argv and in no /proc/PID/environ of the sandbox.
+ */
+function loadEnvFd(): void {
+  const raw = process.env.HARNESS_ENV_FD;
+  if (raw === undefined || raw === "") return;
+  delete process.env.HARNESS_ENV_FD;
+  if (!/^\d+$/.test(raw)) throw new Error(`HARNESS_ENV_FD must be a file descriptor number, got ${JSON.stringify(raw)}`);
+  const fd = Number(raw);
+  let text: string;
+  try {
+    text = fs.readFileSync(fd, "utf8");
+  } finally {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // Already closed.
+    }
+  }
+  const vars: unknown = JSON.parse(text);
+  if (typeof vars !== "object" || vars === null || Array.isArray(vars)) throw new Error("HARNESS_ENV_FD must carry a JSON object");
+  for (const [k, v] of Object.entries(vars)) {
+    if (typeof v !== "string") throw new Error(`HARNESS_ENV_FD: the value of ${k} must be a string`);
+    process.env[k] = v;
+  }
+}
+
 function main(): void {
   let config;
   try {
+    loadEnvFd();
     config = loadConfig();
   } catch (e) {
     log("error", (e as Error).message);

@@ -1,0 +1,648 @@
+//! Booting and tearing down one jail (Linux only).
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use substrate_core::{
+    BootPhase, BootSpec, BootedHarness, Endpoint, Error, HarnessClient, NetworkPolicy, Result,
+    Secret, SubstrateKind, Teardown, WorkdirPolicy,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::cgroup::Cgroup;
+use crate::jail::{self, JailConfig, JailNetwork, SystemEntry};
+use crate::version::{BwrapVersion, MIN_VERSION};
+use crate::{BwrapSubstrate, reaper, seccomp};
+
+/// Lines of bwrap's and the harness's stderr kept for error messages.
+const STDERR_TAIL: usize = 40;
+/// How long the harness gets to stop its engines after SIGTERM.
+const GRACE: Duration = Duration::from_secs(3);
+/// Host uids handed to sandboxes when the caller is root: far above any account or subuid range.
+const SANDBOX_HOST_UID_BASE: u32 = 0x6000_0000;
+const SANDBOX_HOST_UID_SPAN: u32 = 0x1000_0000;
+
+/// Top-level paths bound read-only when they exist (directories) or recreated (symlinks).
+const SYSTEM_PATHS: [&str; 7] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedHarness> {
+    let token = Secret::random_token()?;
+    let pre = spec
+        .run_phase(BootPhase::Preflight, |_| async { preflight(sub, &spec) })
+        .await?;
+    let mut teardown = BwrapTeardown {
+        child: None,
+        sandbox_pid: None,
+        cgroup: None,
+        root: None,
+        keep: spec.workdir == WorkdirPolicy::Keep,
+    };
+    let result = async {
+        let layout = spec
+            .run_phase(BootPhase::Stage, |_| async {
+                let layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
+                teardown.root = Some(layout.root.clone());
+                let cgroup = Cgroup::create(&layout.name, &spec.limits)?;
+                if let Some(cg) = &cgroup {
+                    layout.record_cgroups(cg.dirs())?;
+                }
+                teardown.cgroup = cgroup;
+                Ok(layout)
+            })
+            .await?;
+        start(sub, &spec, &pre, &layout, &token, &mut teardown).await?;
+        Ok(layout)
+    }
+    .await;
+    match result {
+        Ok(layout) => Ok(BootedHarness::new(
+            SubstrateKind::Bwrap,
+            Endpoint::Unix(layout.socket),
+            token,
+            Box::new(teardown),
+        )),
+        Err(e) => {
+            if let Err(cleanup) = teardown.shutdown().await {
+                tracing::error!(error = %cleanup, "cleanup after a failed boot failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What preflight found: resolved binaries, the bwrap version, who the sandbox runs as.
+#[derive(Debug)]
+struct Preflight {
+    bwrap: PathBuf,
+    node: PathBuf,
+    network: JailNetwork,
+    /// `Some((uid, gid))` when the caller is root and bwrap runs as this unprivileged id.
+    host_id: Option<(u32, u32)>,
+}
+
+fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
+    let network = match &spec.network {
+        NetworkPolicy::None => JailNetwork::Isolated,
+        NetworkPolicy::Host => {
+            tracing::warn!(
+                label = %spec.label,
+                "bwrap: network policy `host` shares the host's network namespace: the sandbox \
+                 reaches every host service and every other sandbox's loopback port"
+            );
+            JailNetwork::Host
+        }
+        NetworkPolicy::Allow(_) => {
+            return Err(Error::Unsupported {
+                what: String::from("network policy `allow` on the bwrap runtime"),
+                reason: String::from(
+                    "the egress proxy is not part of this build yet; use `none` (default) or \
+                     `host`",
+                ),
+            });
+        }
+        _ => {
+            return Err(Error::Unsupported {
+                what: String::from("this network policy"),
+                reason: String::from("the bwrap runtime knows `none` and `host`"),
+            });
+        }
+    };
+    if spec.limits.disk_bytes.is_some() {
+        return Err(Error::Unsupported {
+            what: String::from("a workdir size cap on the bwrap runtime"),
+            reason: String::from("not enforced by this build; boot without `disk_bytes`"),
+        });
+    }
+    let bwrap = which(&sub.bwrap).ok_or_else(|| Error::NotInstalled {
+        tool: sub.bwrap.display().to_string(),
+        hint: String::from(
+            "install bubblewrap 0.8 or newer (Debian/Ubuntu: `apt-get install bubblewrap`)",
+        ),
+    })?;
+    let out = std::process::Command::new(&bwrap)
+        .arg("--version")
+        .output()
+        .map_err(|e| Error::io(format!("run `{} --version`", bwrap.display()), e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = BwrapVersion::parse(&text).ok_or_else(|| Error::NotInstalled {
+        tool: bwrap.display().to_string(),
+        hint: format!("`bwrap --version` printed {text:?}, not a bubblewrap version"),
+    })?;
+    if version < MIN_VERSION {
+        return Err(Error::NotInstalled {
+            tool: format!("bubblewrap {version}"),
+            hint: format!(
+                "bubblewrap {MIN_VERSION} or newer is needed (for --disable-userns); install a \
+                 newer package or build it from https://github.com/containers/bubblewrap"
+            ),
+        });
+    }
+    let node = which(&sub.node)
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .ok_or_else(|| Error::NotInstalled {
+            tool: sub.node.display().to_string(),
+            hint: String::from("install Node.js 20 or newer (e.g. `apt-get install nodejs`)"),
+        })?;
+    if !sub.node_modules.join("@anthropic-ai").is_dir() {
+        return Err(Error::invalid(
+            "node_modules",
+            format!(
+                "{} holds no staged engine packages; run `cargo xtask stage DIR` and pass \
+                 DIR/node_modules",
+                sub.node_modules.display()
+            ),
+        ));
+    }
+    let host_id = if nix::unistd::geteuid().is_root() {
+        let id = SANDBOX_HOST_UID_BASE + random_u32()? % SANDBOX_HOST_UID_SPAN;
+        for path in [&node, &sub.node_modules, &sub.base_dir]
+            .into_iter()
+            .chain(sub.extra_ro.iter().map(|b| &b.source))
+        {
+            check_reachable_by_others(path)?;
+        }
+        Some((id, id))
+    } else {
+        None
+    };
+    Ok(Preflight {
+        bwrap,
+        node,
+        network,
+        host_id,
+    })
+}
+
+fn random_u32() -> Result<u32> {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::io("read /dev/urandom", e))?;
+    Ok(u32::from_ne_bytes(b))
+}
+
+/// When root drops to a fresh uid for bwrap, every bind source must be reachable by "others":
+/// each existing ancestor searchable, the path itself readable.
+fn check_reachable_by_others(path: &Path) -> Result<()> {
+    let mut cur = PathBuf::new();
+    for comp in path.components() {
+        cur.push(comp);
+        let Ok(meta) = std::fs::metadata(&cur) else {
+            // Not there yet (a base dir created at boot): its parent was checked.
+            return Ok(());
+        };
+        let mode = meta.permissions().mode();
+        let needed = if meta.is_dir() { 0o001 } else { 0o004 };
+        if mode & needed == 0 {
+            return Err(Error::invalid(
+                "bwrap bind source",
+                format!(
+                    "{} is not reachable by the sandbox: as root, each sandbox runs as its own \
+                     unprivileged uid, and {} has mode {:o}. Stage into a directory others can \
+                     traverse (e.g. `COMPUTERAGENT_STAGE_DIR=/var/lib/computeragent/stage`), or \
+                     run as a non-root user",
+                    path.display(),
+                    cur.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One boot's host directory: `<base>/<label>-<random>/{run/, workdir/, harness.mjs, owner}`.
+#[derive(Debug)]
+struct Layout {
+    name: String,
+    root: PathBuf,
+    run: PathBuf,
+    workdir: PathBuf,
+    harness: PathBuf,
+    socket: PathBuf,
+}
+
+impl Layout {
+    fn create(base: &Path, label: &str, host_id: Option<(u32, u32)>) -> Result<Self> {
+        std::fs::create_dir_all(base)
+            .map_err(|e| Error::io(format!("create {}", base.display()), e))?;
+        if host_id.is_some() {
+            // Sandboxes (other uids) must traverse it, never list it.
+            std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| Error::io(format!("chmod {}", base.display()), e))?;
+        }
+        let safe: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(24)
+            .collect();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(
+                "{}-",
+                if safe.is_empty() { "boot" } else { &safe }
+            ))
+            .tempdir_in(base)
+            .map_err(|e| Error::io(format!("create a boot directory in {}", base.display()), e))?;
+        let root = dir.keep();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| String::from("boot"));
+        let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
+        if host_id.is_some() {
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| io("chmod", &root, e))?;
+        }
+        reaper::write_owner(&root)?;
+        let run = root.join("run");
+        let workdir = root.join("workdir");
+        for dir in [&run, &workdir] {
+            std::fs::create_dir(dir).map_err(|e| io("create", dir, e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io("chmod", dir, e))?;
+            if let Some((uid, gid)) = host_id {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                    .map_err(|e| io("chown", dir, e))?;
+            }
+        }
+        let harness = harness_bundle::write_harness(&root)
+            .map_err(|e| Error::io("write harness.mjs", std::io::Error::other(e.to_string())))?;
+        std::fs::set_permissions(&harness, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| io("chmod", &harness, e))?;
+        Ok(Self {
+            name,
+            socket: run.join("harness.sock"),
+            root,
+            run,
+            workdir,
+            harness,
+        })
+    }
+
+    fn record_cgroups(&self, dirs: &[PathBuf]) -> Result<()> {
+        let text: String = dirs.iter().map(|d| format!("{}\n", d.display())).collect();
+        let path = self.root.join(reaper::CGROUPS_FILE);
+        std::fs::write(&path, text).map_err(|e| Error::io(format!("write {}", path.display()), e))
+    }
+}
+
+/// A pipe whose read end the sandbox inherits.
+struct Inherited {
+    read: OwnedFd,
+}
+
+impl Inherited {
+    /// A pipe pre-filled with `data` (must fit the pipe buffer: small payloads only).
+    fn with_data(data: &[u8]) -> Result<Self> {
+        let (read, write) = pipe()?;
+        let mut w = std::fs::File::from(write);
+        w.write_all(data)
+            .map_err(|e| Error::io("fill a pipe for bwrap", e))?;
+        Ok(Self { read })
+    }
+
+    fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::io("create a pipe", std::io::Error::from(e)))
+}
+
+fn system_entries() -> Vec<SystemEntry> {
+    let mut out = Vec::new();
+    for p in SYSTEM_PATHS {
+        let path = PathBuf::from(p);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(&path) {
+                    out.push(SystemEntry::Symlink { target, link: path });
+                }
+            }
+            Ok(m) if m.is_dir() => out.push(SystemEntry::ReadOnly(path)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The JSON object the harness reads from `HARNESS_ENV_FD`: its token and the engine's
+/// variables (secret or not: none of them belongs in an argv).
+fn secret_env(token: &Secret, spec: &BootSpec) -> Result<Vec<u8>> {
+    let mut map = serde_json::Map::new();
+    for (name, value) in spec.engine_envs.iter() {
+        map.insert(name.to_owned(), value.expose().into());
+    }
+    map.insert("HARNESS_TOKEN".into(), token.expose().into());
+    serde_json::to_vec(&map).map_err(|e| Error::invalid("engine envs", e.to_string()))
+}
+
+async fn start(
+    sub: &BwrapSubstrate,
+    spec: &BootSpec,
+    pre: &Preflight,
+    layout: &Layout,
+    token: &Secret,
+    teardown: &mut BwrapTeardown,
+) -> Result<()> {
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    let mut stderr_task = None;
+    let mut info_read = None;
+    let mut described = String::new();
+    spec.run_phase(BootPhase::Spawn, |_| async {
+        let passwd = Inherited::with_data(jail::passwd().as_bytes())?;
+        let group = Inherited::with_data(jail::group().as_bytes())?;
+        let mut filters = Vec::new();
+        for program in seccomp::filters()? {
+            filters.push(Inherited::with_data(&program)?);
+        }
+        let (env_read, env_write) = pipe()?;
+        let (info_r, info_w) = pipe()?;
+        let config = JailConfig {
+            bwrap: pre.bwrap.clone(),
+            system: system_entries(),
+            etc_files: jail::default_etc_files(),
+            passwd_fd: passwd.fd(),
+            group_fd: group.fd(),
+            node: pre.node.clone(),
+            harness: layout.harness.clone(),
+            node_modules: sub.node_modules.clone(),
+            run_dir: layout.run.clone(),
+            workdir: layout.workdir.clone(),
+            extra_ro: sub.extra_ro.clone(),
+            network: pre.network,
+            tmp_bytes: sub.tmp_bytes,
+            seccomp_fds: filters.iter().map(Inherited::fd).collect(),
+            info_fd: Some(info_w.as_raw_fd()),
+            env_fd: env_read.as_raw_fd(),
+            env: Vec::<(OsString, OsString)>::new(),
+        };
+        let spec_cmd = config.command();
+        described = spec_cmd.to_string();
+        let mut std_cmd = spec_cmd.to_command();
+        std_cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some((uid, gid)) = pre.host_id {
+            std_cmd.uid(uid).gid(gid);
+        }
+        let mut inherit: Vec<RawFd> = vec![
+            passwd.fd(),
+            group.fd(),
+            env_read.as_raw_fd(),
+            info_w.as_raw_fd(),
+        ];
+        inherit.extend(filters.iter().map(Inherited::fd));
+        let cgroup_fds = teardown
+            .cgroup
+            .as_ref()
+            .map(Cgroup::procs_fds)
+            .unwrap_or_default();
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs in the forked child before exec and calls only fcntl(2) and
+        // write(2), which are async-signal-safe; it allocates nothing (both vectors were built
+        // before the fork and are only read).
+        unsafe {
+            std_cmd.pre_exec(move || {
+                crate::cgroup::enter(&cgroup_fds)?;
+                for fd in &inherit {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut cmd = Command::from(std_cmd);
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotInstalled {
+                tool: pre.bwrap.display().to_string(),
+                hint: String::from("install bubblewrap (`apt-get install bubblewrap`)"),
+            },
+            _ => Error::io(format!("spawn `{described}`"), e),
+        })?;
+        // The child has its copies; ours of the read ends and the info write end go now, so
+        // EOF and EPIPE mean what they should.
+        drop((passwd, group, filters, env_read, info_w));
+        if let Some(stderr) = child.stderr.take() {
+            stderr_task = Some(tokio::spawn(forward_stderr(stderr, stderr_tail.clone())));
+        }
+        teardown.child = Some(child);
+        let secrets = secret_env(token, spec)?;
+        std::thread::spawn(move || {
+            // EPIPE here means bwrap died first; its exit is reported by the health phase.
+            let _ = std::fs::File::from(env_write).write_all(&secrets);
+        });
+        info_read = Some(info_r);
+        Ok(())
+    })
+    .await?;
+
+    // bwrap reports the sandbox's host pid once the namespaces exist.
+    if let Some(info) = info_read {
+        let pid = tokio::task::spawn_blocking(move || read_child_pid(info))
+            .await
+            .ok()
+            .flatten();
+        if let Some(pid) = pid {
+            teardown.sandbox_pid = Some(pid);
+            let _ = std::fs::write(layout.root.join(reaper::SANDBOX_FILE), format!("{pid}\n"));
+        }
+    }
+
+    let client = HarnessClient::new(Endpoint::Unix(layout.socket.clone()), Some(token.clone()))?;
+    let deadline = spec.deadlines.get(BootPhase::Health);
+    spec.run_phase(BootPhase::Health, |probe| async move {
+        let Some(child) = teardown.child.as_mut() else {
+            return Err(Error::invalid("boot", "no bwrap process"));
+        };
+        tokio::select! {
+            health = client.wait_healthy(deadline, Some(&probe)) => health.map(drop),
+            status = child.wait() => {
+                let status = status.map_err(|e| Error::io("wait for bwrap", e))?;
+                if let Some(task) = stderr_task {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+                }
+                Err(Error::ProcessFailed {
+                    command: described,
+                    status: status.to_string(),
+                    stderr: tail_text(&stderr_tail),
+                })
+            }
+        }
+    })
+    .await
+}
+
+/// Reads bwrap's `--info-fd` JSON (`{"child-pid": N, …}`) until it parses or the fd closes.
+fn read_child_pid(fd: OwnedFd) -> Option<i32> {
+    let mut file = std::fs::File::from(fd);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
+            return v
+                .get("child-pid")?
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok());
+        }
+        match file.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
+    tail.lock()
+        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+async fn forward_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(target: "harness", "{line}");
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == STDERR_TAIL {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+}
+
+/// Stops the sandbox, removes its cgroup and (unless kept) its directory.
+#[derive(Debug)]
+struct BwrapTeardown {
+    child: Option<Child>,
+    sandbox_pid: Option<i32>,
+    cgroup: Option<Cgroup>,
+    root: Option<PathBuf>,
+    keep: bool,
+}
+
+impl BwrapTeardown {
+    /// The harness: the first child of the sandbox's init (bwrap's pid 1 inside).
+    fn harness_pid(&self) -> Option<i32> {
+        let init = self.sandbox_pid?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    fn bwrap_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL to the sandbox's init ends its whole pid namespace; to bwrap, ends bwrap.
+    fn kill_all(&mut self) {
+        // Only while bwrap lives is the init pid certainly still the sandbox's.
+        if self.bwrap_running()
+            && let Some(pid) = self.sandbox_pid
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+
+    fn remove_files(&mut self) -> Result<()> {
+        let Some(root) = self.root.take() else {
+            return Ok(());
+        };
+        if self.keep {
+            tracing::info!(dir = %root.display(), "keeping the boot directory as asked");
+            return Ok(());
+        }
+        match std::fs::remove_dir_all(&root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                let err = Error::io(format!("remove {}", root.display()), e);
+                self.root = Some(root);
+                Err(err)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Teardown for BwrapTeardown {
+    async fn shutdown(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            // SIGTERM lets the harness cancel its engines; then the whole namespace goes.
+            if self.bwrap_running()
+                && let Some(pid) = self.harness_pid()
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                if let Some(child) = self.child.as_mut() {
+                    let _ = tokio::time::timeout(GRACE, child.wait()).await;
+                }
+            }
+            self.kill_all();
+            if let Some(mut child) = self.child.take() {
+                let _ = child.wait().await;
+            }
+            self.sandbox_pid = None;
+        }
+        let cgroup = match self.cgroup.as_mut() {
+            Some(cg) => cg.remove(),
+            None => Ok(()),
+        };
+        self.cgroup = None;
+        let files = self.remove_files();
+        cgroup.and(files)
+    }
+}
+
+impl Drop for BwrapTeardown {
+    /// Best effort when `shutdown` never ran: kill everything, remove what can be removed.
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.kill_all();
+        }
+        if let Some(cg) = self.cgroup.as_mut() {
+            let _ = cg.remove();
+        }
+        let _ = self.remove_files();
+    }
+}
