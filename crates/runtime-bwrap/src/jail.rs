@@ -4,7 +4,7 @@
 //! Nothing secret is ever part of this argv: the boot token and engine keys reach the harness
 //! through an inherited pipe (`HARNESS_ENV_FD`).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
 use substrate_core::CommandSpec;
@@ -96,164 +96,166 @@ pub struct JailConfig {
     pub seccomp_fds: Vec<i32>,
     /// Fd on which bwrap reports the sandbox's pid (JSON).
     pub info_fd: Option<i32>,
-    /// The fd the harness reads its secret variables from (inherited through bwrap).
-    pub env_fd: i32,
-    /// Non-secret variables of the harness, beyond the fixed ones.
+    /// What runs inside.
+    pub command: JailCommand,
+    /// Further variables of the command. For the harness these are non-secret only (secrets
+    /// go through `HARNESS_ENV_FD`); an exec's argv is delivered through `--args FD`.
     pub env: Vec<(OsString, OsString)>,
 }
 
+/// What a jail runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JailCommand {
+    /// `node harness.mjs`, reading its secrets from this inherited fd.
+    Harness {
+        /// The fd of `HARNESS_ENV_FD`.
+        env_fd: i32,
+    },
+    /// One command, in `/workdir`.
+    Exec(Vec<OsString>),
+}
+
+/// Appends one bwrap option with its operands.
+fn opt<S: AsRef<OsStr>>(cmd: &mut CommandSpec, name: &str, operands: &[S]) {
+    cmd.push_arg(name);
+    for operand in operands {
+        cmd.push_arg(operand.as_ref());
+    }
+}
+
 impl JailConfig {
-    /// The bwrap command: namespaces, mounts, limits on privilege, then `node harness.mjs`.
+    /// The bwrap command: namespaces, mounts, limits on privilege, then the command.
     pub fn command(&self) -> CommandSpec {
         let mut c = CommandSpec::new(&self.bwrap).env_clear();
-        let mut a = |args: &[&std::ffi::OsStr]| {
-            for arg in args {
-                c.push_arg(*arg);
-            }
-        };
-        let s = |v: &str| -> OsString { v.into() };
+        let none: [&str; 0] = [];
 
-        a(&[
-            "--unshare-user".as_ref(),
-            "--unshare-pid".as_ref(),
-            "--unshare-ipc".as_ref(),
-            "--unshare-uts".as_ref(),
-            "--unshare-cgroup".as_ref(),
-        ]);
+        // Namespaces and privilege.
+        for ns in ["user", "pid", "ipc", "uts", "cgroup"] {
+            opt(&mut c, &format!("--unshare-{ns}"), &none);
+        }
         if self.network == JailNetwork::Isolated {
-            a(&["--unshare-net".as_ref()]);
+            opt(&mut c, "--unshare-net", &none);
         }
-        a(&["--disable-userns".as_ref()]);
-        a(&[
-            "--uid".as_ref(),
-            s(&SANDBOX_UID.to_string()).as_os_str(),
-            "--gid".as_ref(),
-            s(&SANDBOX_GID.to_string()).as_os_str(),
-            "--hostname".as_ref(),
-            HOSTNAME.as_ref(),
-            "--die-with-parent".as_ref(),
-            "--new-session".as_ref(),
-            "--cap-drop".as_ref(),
-            "ALL".as_ref(),
-            "--clearenv".as_ref(),
-        ]);
+        opt(&mut c, "--disable-userns", &none);
+        opt(&mut c, "--uid", &[SANDBOX_UID.to_string()]);
+        opt(&mut c, "--gid", &[SANDBOX_GID.to_string()]);
+        opt(&mut c, "--hostname", &[HOSTNAME]);
+        opt(&mut c, "--die-with-parent", &none);
+        opt(&mut c, "--new-session", &none);
+        opt(&mut c, "--cap-drop", &["ALL"]);
 
+        // Environment: nothing of the host's.
+        opt(&mut c, "--clearenv", &none);
         let modules_dir = format!("{HARNESS_DIR}/node_modules");
-        let fixed_env: [(&str, OsString); 8] = [
-            ("PATH", s(PATH)),
-            ("HOME", s(WORKDIR)),
-            ("USER", s(SANDBOX_USER)),
-            ("LANG", s("C.UTF-8")),
-            ("TMPDIR", s("/tmp")),
-            ("HARNESS_SOCKET", s(SOCKET)),
-            ("HARNESS_WORKDIR_ROOT", s(WORKDIR)),
-            ("HARNESS_NODE_MODULES", s(&modules_dir)),
-        ];
-        for (k, v) in &fixed_env {
-            a(&["--setenv".as_ref(), k.as_ref(), v.as_os_str()]);
+        let mut env: Vec<(OsString, OsString)> = [
+            ("PATH", PATH),
+            ("HOME", WORKDIR),
+            ("USER", SANDBOX_USER),
+            ("LANG", "C.UTF-8"),
+            ("TMPDIR", "/tmp"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        if let JailCommand::Harness { env_fd } = &self.command {
+            env.extend(
+                [
+                    ("HARNESS_SOCKET", SOCKET.to_owned()),
+                    ("HARNESS_WORKDIR_ROOT", WORKDIR.to_owned()),
+                    ("HARNESS_NODE_MODULES", modules_dir.clone()),
+                    ("HARNESS_ENV_FD", env_fd.to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into())),
+            );
         }
-        let env_fd = self.env_fd.to_string();
-        a(&[
-            "--setenv".as_ref(),
-            "HARNESS_ENV_FD".as_ref(),
-            env_fd.as_ref(),
-        ]);
-        for (k, v) in &self.env {
-            a(&["--setenv".as_ref(), k.as_os_str(), v.as_os_str()]);
+        env.extend(self.env.iter().cloned());
+        for (k, v) in &env {
+            opt(&mut c, "--setenv", &[k, v]);
         }
 
+        // The filesystem: system dirs, a short /etc, and the sandbox's own accounts.
         for entry in &self.system {
             match entry {
-                SystemEntry::ReadOnly(dir) => {
-                    a(&["--ro-bind".as_ref(), dir.as_os_str(), dir.as_os_str()]);
-                }
-                SystemEntry::Symlink { target, link } => {
-                    a(&["--symlink".as_ref(), target.as_os_str(), link.as_os_str()]);
-                }
+                SystemEntry::ReadOnly(dir) => opt(&mut c, "--ro-bind", &[dir, dir]),
+                SystemEntry::Symlink { target, link } => opt(&mut c, "--symlink", &[target, link]),
             }
         }
         for file in &self.etc_files {
-            a(&["--ro-bind-try".as_ref(), file.as_os_str(), file.as_os_str()]);
+            opt(&mut c, "--ro-bind-try", &[file, file]);
         }
-        let (passwd_fd, group_fd) = (self.passwd_fd.to_string(), self.group_fd.to_string());
-        a(&[
-            "--ro-bind-data".as_ref(),
-            passwd_fd.as_ref(),
-            "/etc/passwd".as_ref(),
-        ]);
-        a(&[
-            "--ro-bind-data".as_ref(),
-            group_fd.as_ref(),
-            "/etc/group".as_ref(),
-        ]);
-
-        a(&[
-            "--proc".as_ref(),
-            "/proc".as_ref(),
-            "--dev".as_ref(),
-            "/dev".as_ref(),
-        ]);
+        opt(
+            &mut c,
+            "--ro-bind-data",
+            &[&self.passwd_fd.to_string(), "/etc/passwd"],
+        );
+        opt(
+            &mut c,
+            "--ro-bind-data",
+            &[&self.group_fd.to_string(), "/etc/group"],
+        );
+        opt(&mut c, "--proc", &["/proc"]);
+        opt(&mut c, "--dev", &["/dev"]);
+        opt(&mut c, "--tmpfs", &["/dev/shm"]);
         if let Some(bytes) = self.tmp_bytes {
-            let bytes = bytes.to_string();
-            a(&["--size".as_ref(), bytes.as_ref()]);
+            opt(&mut c, "--size", &[bytes.to_string()]);
         }
-        a(&[
-            "--tmpfs".as_ref(),
-            "/tmp".as_ref(),
-            "--tmpfs".as_ref(),
-            "/run".as_ref(),
-        ]);
-        a(&[
-            "--bind".as_ref(),
-            self.run_dir.as_os_str(),
-            RUN_DIR.as_ref(),
-        ]);
-        a(&[
-            "--bind".as_ref(),
-            self.workdir.as_os_str(),
-            WORKDIR.as_ref(),
-        ]);
-
+        opt(&mut c, "--tmpfs", &["/tmp"]);
+        opt(
+            &mut c,
+            "--bind",
+            &[self.run_dir.as_os_str(), RUN_DIR.as_ref()],
+        );
+        opt(
+            &mut c,
+            "--bind",
+            &[self.workdir.as_os_str(), WORKDIR.as_ref()],
+        );
         let node_dest = format!("{HARNESS_DIR}/bin/node");
         let harness_dest = format!("{HARNESS_DIR}/harness.mjs");
-        a(&[
-            "--ro-bind".as_ref(),
-            self.node.as_os_str(),
-            node_dest.as_ref(),
-        ]);
-        a(&[
-            "--ro-bind".as_ref(),
-            self.harness.as_os_str(),
-            harness_dest.as_ref(),
-        ]);
-        a(&[
-            "--ro-bind".as_ref(),
-            self.node_modules.as_os_str(),
-            modules_dir.as_ref(),
-        ]);
+        opt(
+            &mut c,
+            "--ro-bind",
+            &[self.node.as_os_str(), node_dest.as_ref()],
+        );
+        opt(
+            &mut c,
+            "--ro-bind",
+            &[self.harness.as_os_str(), harness_dest.as_ref()],
+        );
+        opt(
+            &mut c,
+            "--ro-bind",
+            &[self.node_modules.as_os_str(), modules_dir.as_ref()],
+        );
         for bind in &self.extra_ro {
-            a(&[
-                "--ro-bind".as_ref(),
-                bind.source.as_os_str(),
-                bind.dest.as_os_str(),
-            ]);
+            opt(&mut c, "--ro-bind", &[&bind.source, &bind.dest]);
         }
+        // The root and /dev are bwrap's own tmpfs: read-only once everything is mounted, so
+        // that only /workdir, /tmp, /dev/shm and the run directory take writes.
+        opt(&mut c, "--remount-ro", &["/dev"]);
+        opt(&mut c, "--remount-ro", &["/"]);
 
+        // Seccomp, status, and the command.
         for fd in &self.seccomp_fds {
-            let fd = fd.to_string();
-            a(&["--add-seccomp-fd".as_ref(), fd.as_ref()]);
+            opt(&mut c, "--add-seccomp-fd", &[fd.to_string()]);
         }
         if let Some(fd) = self.info_fd {
-            let fd = fd.to_string();
-            a(&["--info-fd".as_ref(), fd.as_ref()]);
+            opt(&mut c, "--info-fd", &[fd.to_string()]);
         }
-        a(&[
-            "--chdir".as_ref(),
-            WORKDIR.as_ref(),
-            "--".as_ref(),
-            node_dest.as_ref(),
-            harness_dest.as_ref(),
-        ]);
+        opt(&mut c, "--chdir", &[WORKDIR]);
+        c.push_arg("--");
+        match &self.command {
+            JailCommand::Harness { .. } => {
+                c.push_arg(node_dest);
+                c.push_arg(harness_dest);
+            }
+            JailCommand::Exec(argv) => {
+                for arg in argv {
+                    c.push_arg(arg);
+                }
+            }
+        }
         c
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::cgroup::Cgroup;
-use crate::jail::{self, JailConfig, JailNetwork, SystemEntry};
+use crate::jail::{self, JailCommand, JailConfig, JailNetwork, SystemEntry};
 use crate::version::{BwrapVersion, MIN_VERSION};
 use crate::{BwrapSubstrate, reaper, seccomp};
 
@@ -369,6 +369,179 @@ fn secret_env(token: &Secret, spec: &BootSpec) -> Result<Vec<u8>> {
     serde_json::to_vec(&map).map_err(|e| Error::invalid("engine envs", e.to_string()))
 }
 
+/// What to start in the jail.
+enum Launch {
+    /// The harness, with the JSON its `HARNESS_ENV_FD` pipe carries.
+    Harness { secrets: Vec<u8> },
+    /// One command; its variables travel with the argv through `--args FD`.
+    Exec {
+        argv: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+    },
+}
+
+/// A started jail.
+struct Spawned {
+    child: Child,
+    info: OwnedFd,
+    described: String,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Writes `data` to a pipe from a thread (it may exceed the pipe's buffer); the read end is
+/// for the sandbox.
+fn feed(data: Vec<u8>) -> Result<OwnedFd> {
+    let (read, write) = pipe()?;
+    std::thread::spawn(move || {
+        // EPIPE means bwrap died first; its exit is reported where it is awaited.
+        let _ = std::fs::File::from(write).write_all(&data);
+    });
+    Ok(read)
+}
+
+/// Builds the jail's argv and spawns bwrap: in its cgroup, as the sandbox's host uid, with the
+/// data pipes inherited.
+fn spawn_jail(
+    sub: &BwrapSubstrate,
+    pre: &Preflight,
+    layout: &Layout,
+    cgroup: Option<&Cgroup>,
+    launch: Launch,
+) -> Result<Spawned> {
+    let passwd = Inherited::with_data(jail::passwd().as_bytes())?;
+    let group = Inherited::with_data(jail::group().as_bytes())?;
+    let mut filters = Vec::new();
+    for program in seccomp::filters()? {
+        filters.push(Inherited::with_data(&program)?);
+    }
+    let (info_read, info_write) = pipe()?;
+    let mut inherit: Vec<RawFd> = vec![passwd.fd(), group.fd(), info_write.as_raw_fd()];
+    inherit.extend(filters.iter().map(Inherited::fd));
+    let mut keep_open: Vec<OwnedFd> = Vec::new();
+    let (command, env, exec_mode) = match launch {
+        Launch::Harness { secrets } => {
+            let fd = feed(secrets)?;
+            let command = JailCommand::Harness {
+                env_fd: fd.as_raw_fd(),
+            };
+            inherit.push(fd.as_raw_fd());
+            keep_open.push(fd);
+            (command, Vec::new(), false)
+        }
+        Launch::Exec { argv, env } => (JailCommand::Exec(argv), env, true),
+    };
+    let config = JailConfig {
+        bwrap: pre.bwrap.clone(),
+        system: system_entries(),
+        etc_files: jail::default_etc_files(),
+        passwd_fd: passwd.fd(),
+        group_fd: group.fd(),
+        node: pre.node.clone(),
+        harness: layout.harness.clone(),
+        node_modules: sub.node_modules.clone(),
+        run_dir: layout.run.clone(),
+        workdir: layout.workdir.clone(),
+        extra_ro: sub.extra_ro.clone(),
+        network: pre.network,
+        tmp_bytes: sub.tmp_bytes,
+        seccomp_fds: filters.iter().map(Inherited::fd).collect(),
+        info_fd: Some(info_write.as_raw_fd()),
+        command,
+        env,
+    };
+    let full = config.command();
+    let mut std_cmd = if exec_mode {
+        // The options — the command's variables among them — stay out of the host's process
+        // list: bwrap reads them from a pipe. (bwrap takes the command itself only from its
+        // real command line.)
+        let args = full.get_args();
+        let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+        let mut packed = Vec::new();
+        for arg in &args[..split] {
+            packed.extend_from_slice(arg.as_encoded_bytes());
+            packed.push(0);
+        }
+        let fd = feed(packed)?;
+        let mut cmd = std::process::Command::new(full.program());
+        cmd.env_clear()
+            .arg("--args")
+            .arg(fd.as_raw_fd().to_string())
+            .args(&args[split..]);
+        inherit.push(fd.as_raw_fd());
+        keep_open.push(fd);
+        cmd
+    } else {
+        full.to_command()
+    };
+    let described = if exec_mode {
+        format!("{} --args <argv>", pre.bwrap.display())
+    } else {
+        full.to_string()
+    };
+    std_cmd
+        .stdin(Stdio::null())
+        .stdout(if exec_mode {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some((uid, gid)) = pre.host_id {
+        std_cmd.uid(uid).gid(gid);
+    }
+    let cgroup_fds = cgroup.map(Cgroup::procs_fds).unwrap_or_default();
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl(2) and
+    // write(2), which are async-signal-safe; it allocates nothing (both vectors were built
+    // before the fork and are only read).
+    unsafe {
+        std_cmd.pre_exec(move || {
+            crate::cgroup::enter(&cgroup_fds)?;
+            for fd in &inherit {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut cmd = Command::from(std_cmd);
+    cmd.kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotInstalled {
+            tool: pre.bwrap.display().to_string(),
+            hint: String::from("install bubblewrap (`apt-get install bubblewrap`)"),
+        },
+        _ => Error::io(format!("spawn `{described}`"), e),
+    })?;
+    // The child has its copies; ours go now, so that EOF and EPIPE mean what they should.
+    drop((passwd, group, filters, info_write, keep_open));
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    let stderr_task = child
+        .stderr
+        .take()
+        .map(|stderr| tokio::spawn(forward_stderr(stderr, stderr_tail.clone())));
+    Ok(Spawned {
+        child,
+        info: info_read,
+        described,
+        stderr_tail,
+        stderr_task,
+    })
+}
+
+/// Learns the sandbox's host pid from bwrap's info fd and records it for the reaper.
+async fn record_sandbox_pid(info: OwnedFd, layout: &Layout) -> Option<i32> {
+    let pid = tokio::task::spawn_blocking(move || read_child_pid(info))
+        .await
+        .ok()
+        .flatten()?;
+    let _ = std::fs::write(layout.root.join(reaper::SANDBOX_FILE), format!("{pid}\n"));
+    Some(pid)
+}
+
 async fn start(
     sub: &BwrapSubstrate,
     spec: &BootSpec,
@@ -377,113 +550,27 @@ async fn start(
     token: &Secret,
     teardown: &mut BwrapTeardown,
 ) -> Result<()> {
-    let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-    let mut stderr_task = None;
-    let mut info_read = None;
-    let mut described = String::new();
-    spec.run_phase(BootPhase::Spawn, |_| async {
-        let passwd = Inherited::with_data(jail::passwd().as_bytes())?;
-        let group = Inherited::with_data(jail::group().as_bytes())?;
-        let mut filters = Vec::new();
-        for program in seccomp::filters()? {
-            filters.push(Inherited::with_data(&program)?);
-        }
-        let (env_read, env_write) = pipe()?;
-        let (info_r, info_w) = pipe()?;
-        let config = JailConfig {
-            bwrap: pre.bwrap.clone(),
-            system: system_entries(),
-            etc_files: jail::default_etc_files(),
-            passwd_fd: passwd.fd(),
-            group_fd: group.fd(),
-            node: pre.node.clone(),
-            harness: layout.harness.clone(),
-            node_modules: sub.node_modules.clone(),
-            run_dir: layout.run.clone(),
-            workdir: layout.workdir.clone(),
-            extra_ro: sub.extra_ro.clone(),
-            network: pre.network,
-            tmp_bytes: sub.tmp_bytes,
-            seccomp_fds: filters.iter().map(Inherited::fd).collect(),
-            info_fd: Some(info_w.as_raw_fd()),
-            env_fd: env_read.as_raw_fd(),
-            env: Vec::<(OsString, OsString)>::new(),
-        };
-        let spec_cmd = config.command();
-        described = spec_cmd.to_string();
-        let mut std_cmd = spec_cmd.to_command();
-        std_cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if let Some((uid, gid)) = pre.host_id {
-            std_cmd.uid(uid).gid(gid);
-        }
-        let mut inherit: Vec<RawFd> = vec![
-            passwd.fd(),
-            group.fd(),
-            env_read.as_raw_fd(),
-            info_w.as_raw_fd(),
-        ];
-        inherit.extend(filters.iter().map(Inherited::fd));
-        let cgroup_fds = teardown
-            .cgroup
-            .as_ref()
-            .map(Cgroup::procs_fds)
-            .unwrap_or_default();
-        #[allow(unsafe_code)]
-        // SAFETY: the closure runs in the forked child before exec and calls only fcntl(2) and
-        // write(2), which are async-signal-safe; it allocates nothing (both vectors were built
-        // before the fork and are only read).
-        unsafe {
-            std_cmd.pre_exec(move || {
-                crate::cgroup::enter(&cgroup_fds)?;
-                for fd in &inherit {
-                    if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let mut cmd = Command::from(std_cmd);
-        cmd.kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotInstalled {
-                tool: pre.bwrap.display().to_string(),
-                hint: String::from("install bubblewrap (`apt-get install bubblewrap`)"),
-            },
-            _ => Error::io(format!("spawn `{described}`"), e),
-        })?;
-        // The child has its copies; ours of the read ends and the info write end go now, so
-        // EOF and EPIPE mean what they should.
-        drop((passwd, group, filters, env_read, info_w));
-        if let Some(stderr) = child.stderr.take() {
-            stderr_task = Some(tokio::spawn(forward_stderr(stderr, stderr_tail.clone())));
-        }
-        teardown.child = Some(child);
-        let secrets = secret_env(token, spec)?;
-        std::thread::spawn(move || {
-            // EPIPE here means bwrap died first; its exit is reported by the health phase.
-            let _ = std::fs::File::from(env_write).write_all(&secrets);
-        });
-        info_read = Some(info_r);
-        Ok(())
-    })
-    .await?;
-
-    // bwrap reports the sandbox's host pid once the namespaces exist.
-    if let Some(info) = info_read {
-        let pid = tokio::task::spawn_blocking(move || read_child_pid(info))
-            .await
-            .ok()
-            .flatten();
-        if let Some(pid) = pid {
-            teardown.sandbox_pid = Some(pid);
-            let _ = std::fs::write(layout.root.join(reaper::SANDBOX_FILE), format!("{pid}\n"));
-        }
-    }
+    let spawned = spec
+        .run_phase(BootPhase::Spawn, |_| async {
+            let secrets = secret_env(token, spec)?;
+            spawn_jail(
+                sub,
+                pre,
+                layout,
+                teardown.cgroup.as_ref(),
+                Launch::Harness { secrets },
+            )
+        })
+        .await?;
+    let Spawned {
+        child,
+        info,
+        described,
+        stderr_tail,
+        stderr_task,
+    } = spawned;
+    teardown.child = Some(child);
+    teardown.sandbox_pid = record_sandbox_pid(info, layout).await;
 
     let client = HarnessClient::new(Endpoint::Unix(layout.socket.clone()), Some(token.clone()))?;
     let deadline = spec.deadlines.get(BootPhase::Health);
@@ -507,6 +594,102 @@ async fn start(
         }
     })
     .await
+}
+
+/// What a command run in a fresh sandbox did.
+#[derive(Clone)]
+pub struct ExecOutput {
+    /// How it ended.
+    pub status: std::process::ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it (and bwrap) wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Processes the memory limit killed.
+    pub oom_kills: u64,
+}
+
+impl std::fmt::Debug for ExecOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecOutput")
+            .field("status", &self.status)
+            .field("stdout", &String::from_utf8_lossy(&self.stdout))
+            .field("stderr", &String::from_utf8_lossy(&self.stderr))
+            .field("oom_kills", &self.oom_kills)
+            .finish()
+    }
+}
+
+/// Runs one command in a fresh jail (same mounts, namespaces, filters and limits as a harness
+/// boot), collects its output and tears everything down.
+pub(crate) async fn exec(
+    sub: &BwrapSubstrate,
+    spec: &BootSpec,
+    argv: Vec<OsString>,
+) -> Result<ExecOutput> {
+    if argv.is_empty() {
+        return Err(Error::invalid("exec", "no command given"));
+    }
+    let pre = preflight(sub, spec)?;
+    let mut teardown = BwrapTeardown {
+        child: None,
+        sandbox_pid: None,
+        cgroup: None,
+        root: None,
+        keep: spec.workdir == WorkdirPolicy::Keep,
+    };
+    let result = async {
+        let layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
+        teardown.root = Some(layout.root.clone());
+        teardown.cgroup = Cgroup::create(&layout.name, &spec.limits)?;
+        if let Some(cg) = &teardown.cgroup {
+            layout.record_cgroups(cg.dirs())?;
+        }
+        let env = spec
+            .engine_envs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v.expose())))
+            .collect();
+        let mut spawned = spawn_jail(
+            sub,
+            &pre,
+            &layout,
+            teardown.cgroup.as_ref(),
+            Launch::Exec { argv, env },
+        )?;
+        let mut stdout = spawned.child.stdout.take();
+        let collect = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(out) = stdout.as_mut() {
+                let _ = tokio::io::AsyncReadExt::read_to_end(out, &mut buf).await;
+            }
+            buf
+        });
+        teardown.sandbox_pid = record_sandbox_pid(spawned.info, &layout).await;
+        let status = spawned
+            .child
+            .wait()
+            .await
+            .map_err(|e| Error::io("wait for bwrap", e))?;
+        teardown.child = Some(spawned.child);
+        let stdout = collect.await.unwrap_or_default();
+        if let Some(task) = spawned.stderr_task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        let stderr = tail_text(&spawned.stderr_tail).into_bytes();
+        let oom_kills = teardown.cgroup.as_ref().map_or(0, Cgroup::oom_kills);
+        Ok(ExecOutput {
+            status,
+            stdout,
+            stderr,
+            oom_kills,
+        })
+    }
+    .await;
+    let cleanup = teardown.shutdown().await;
+    let output = result?;
+    cleanup?;
+    Ok(output)
 }
 
 /// Reads bwrap's `--info-fd` JSON (`{"child-pid": N, …}`) until it parses or the fd closes.

@@ -40,7 +40,9 @@ use substrate_core::{
     BootSpec, BootedHarness, Capabilities, Isolation, Result, Substrate, SubstrateKind,
 };
 
-pub use jail::{JailConfig, JailNetwork, ReadOnlyBind};
+pub use jail::{JailCommand, JailConfig, JailNetwork, ReadOnlyBind};
+#[cfg(target_os = "linux")]
+pub use launcher::ExecOutput;
 pub use version::{BwrapVersion, MIN_VERSION};
 
 /// Boots the harness inside a bubblewrap jail. Cheap to clone; each boot is independent.
@@ -106,6 +108,26 @@ impl BwrapSubstrate {
     /// Where per-boot directories live.
     pub fn base_dir_path(&self) -> &std::path::Path {
         &self.base_dir
+    }
+
+    /// Runs one command in a fresh sandbox — the same jail, filters and limits as a harness
+    /// boot, with `spec`'s network policy, limits and variables — and returns its output once
+    /// it exits. The fast path for untrusted code: no harness, no HTTP.
+    #[cfg(target_os = "linux")]
+    pub async fn exec<I, S>(&self, spec: &BootSpec, argv: I) -> Result<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.check_spec(spec)?;
+        launcher::exec(self, spec, argv.into_iter().map(Into::into).collect()).await
+    }
+
+    /// Removes what crashed owners left under this substrate's base directory: boot
+    /// directories, their sandboxes and cgroups. Boots of live processes are not touched.
+    #[cfg(target_os = "linux")]
+    pub fn reap_orphans(&self) -> Result<reaper::Reaped> {
+        reaper::reap_orphans(&self.base_dir)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Protocol v1 conformance of the real harness inside a real bwrap jail.
 #![cfg(target_os = "linux")]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
 
 use substrate_core::{BootSpec, NetworkPolicy, Substrate};
 use substrate_testkit::conformance::{Ctx, scripted_engine_envs};

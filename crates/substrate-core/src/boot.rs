@@ -40,6 +40,30 @@ pub struct ResourceLimits {
 }
 
 impl ResourceLimits {
+    /// Caps memory at `bytes`.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Caps CPU at `millis` thousandths of a CPU.
+    pub fn cpu_millis(mut self, millis: u32) -> Self {
+        self.cpu_millis = Some(millis);
+        self
+    }
+
+    /// Caps processes and threads at `count`.
+    pub fn pids(mut self, count: u32) -> Self {
+        self.pids = Some(count);
+        self
+    }
+
+    /// Caps the workdir at `bytes`.
+    pub fn disk(mut self, bytes: u64) -> Self {
+        self.disk_bytes = Some(bytes);
+        self
+    }
+
     /// Whether any cap is set.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
