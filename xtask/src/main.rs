@@ -2,6 +2,7 @@
 
 mod bench;
 mod bundle;
+mod snapshots;
 mod stage;
 mod test;
 
@@ -18,6 +19,9 @@ commands:
                      (default: target/harness-stage); skipped when already up to date
   bench              harness start, event throughput and file transfer, each beside a
                      baseline measured in the same run (release build)
+  snapshots [--accept]
+                     the argv snapshot tests of every runtime (--accept: write changed
+                     snapshots for review in git diff)
   test [--no-lint]   install missing system packages (as root), stage, run every test, then
                      rustfmt and clippy
 ";
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         "stage" => stage::run(rest),
         "test" => test::run(rest),
         "bench" => bench::run(rest),
+        "snapshots" => snapshots::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

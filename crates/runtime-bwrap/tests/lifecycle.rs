@@ -1,0 +1,228 @@
+//! Boot failures, shutdown and crashed parents: every path leaves nothing behind.
+#![cfg(target_os = "linux")]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
+
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use runtime_bwrap::BwrapSubstrate;
+use substrate_core::{
+    BootPhase, BootSpec, ErrorKind, PhaseDeadlines, ResourceLimits, Substrate, WorkdirPolicy,
+};
+
+mod common;
+
+/// A substrate whose boot directories live in a fresh dir others can traverse.
+fn isolated() -> (BwrapSubstrate, tempfile::TempDir) {
+    let base = tempfile::Builder::new()
+        .prefix("bwrap-lifecycle-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let substrate = common::substrate()
+        .unwrap()
+        .base_dir(base.path().join("boots"));
+    (substrate, base)
+}
+
+fn leftovers(base: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(base.join("boots"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_missing_bwrap_is_not_installed_with_the_fix() {
+    let (substrate, base) = isolated();
+    let substrate = substrate.bwrap("/nonexistent/bwrap");
+    let err = substrate
+        .boot_harness(BootSpec::new("t"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotInstalled, "{err}");
+    assert!(
+        err.to_string().contains("apt-get install bubblewrap"),
+        "{err}"
+    );
+    assert!(leftovers(base.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_too_old_bwrap_names_the_version_needed() {
+    let (substrate, base) = isolated();
+    let fake = script(base.path(), "bwrap", "echo 'bubblewrap 0.6.1'");
+    let err = substrate
+        .bwrap(fake)
+        .boot_harness(BootSpec::new("t"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotInstalled, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("0.6.1") && text.contains("0.8.0"), "{text}");
+}
+
+#[tokio::test]
+async fn a_harness_that_exits_is_process_failed_and_everything_goes() {
+    let (substrate, base) = isolated();
+    let node = script(base.path(), "node", "echo 'engine exploded' >&2; exit 3");
+    let spec = BootSpec::new("exits").limits(ResourceLimits::default().pids(64));
+    let err = substrate.node(node).boot_harness(spec).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProcessFailed, "{err}");
+    assert!(err.to_string().contains("engine exploded"), "{err}");
+    assert!(
+        leftovers(base.path()).is_empty(),
+        "{:?}",
+        leftovers(base.path())
+    );
+    assert_no_cgroups_labelled("exits");
+}
+
+#[tokio::test]
+async fn a_harness_that_never_answers_times_out_in_the_health_phase() {
+    let (substrate, base) = isolated();
+    let node = script(base.path(), "node", "exec sleep 600");
+    let spec = BootSpec::new("t").deadlines(
+        PhaseDeadlines::uniform(Duration::from_secs(30))
+            .with(BootPhase::Health, Duration::from_secs(1)),
+    );
+    let started = Instant::now();
+    let err = substrate.node(node).boot_harness(spec).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BootTimeout, "{err}");
+    assert!(err.to_string().contains("health"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(leftovers(base.path()).is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_removes_everything_and_keep_keeps_the_workdir() {
+    let (substrate, base) = isolated();
+    let spec = BootSpec::new("shutdown").limits(ResourceLimits::default().memory(512 << 20));
+    let harness = substrate.boot_harness(spec).await.unwrap();
+    assert_eq!(leftovers(base.path()).len(), 1);
+    harness.shutdown().await.unwrap();
+    harness.shutdown().await.unwrap(); // idempotent
+    assert!(leftovers(base.path()).is_empty());
+    assert_no_cgroups_labelled("shutdown");
+
+    let kept = substrate
+        .boot_harness(BootSpec::new("kept").workdir(WorkdirPolicy::Keep))
+        .await
+        .unwrap();
+    kept.shutdown().await.unwrap();
+    let left = leftovers(base.path());
+    assert_eq!(left.len(), 1);
+    assert!(left[0].join("workdir").is_dir());
+}
+
+/// No cgroup of a boot labelled `label` is left in any hierarchy.
+fn assert_no_cgroups_labelled(label: &str) {
+    let mut found = Vec::new();
+    let prefix = format!("substrate-{label}-");
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/cpu",
+    ] {
+        visit(Path::new(root), 0, &prefix, &mut found);
+    }
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        visit(Path::new("/sys/fs/cgroup"), 0, &prefix, &mut found);
+    }
+    assert!(found.is_empty(), "cgroups left behind: {found:?}");
+}
+
+fn visit(dir: &Path, depth: usize, prefix: &str, found: &mut Vec<PathBuf>) {
+    if depth > 4 {
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            found.push(path);
+        } else {
+            visit(&path, depth + 1, prefix, found);
+        }
+    }
+}
+
+/// Run as a child process by `killing_the_parent_kills_the_sandbox_and_the_reaper_cleans_up`:
+/// boots a sandbox under `BWRAP_HELPER_BASE`, says READY, and waits to be killed.
+#[test]
+#[ignore = "helper process of another test; does nothing on its own"]
+fn helper_boot_and_wait() {
+    let Some(base) = std::env::var_os("BWRAP_HELPER_BASE") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let substrate = common::substrate().unwrap().base_dir(PathBuf::from(base));
+        let spec = BootSpec::new("orphan").limits(ResourceLimits::default().pids(64));
+        let harness = substrate.boot_harness(spec).await.unwrap();
+        println!("READY");
+        std::mem::forget(harness);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    });
+}
+
+#[test]
+fn killing_the_parent_kills_the_sandbox_and_the_reaper_cleans_up() {
+    let (substrate, base) = isolated();
+    let boots = base.path().join("boots");
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_boot_and_wait",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("BWRAP_HELPER_BASE", &boots)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(helper.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("READY") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("the helper never became ready: {other:?}"),
+        }
+    }
+    let dirs = leftovers(base.path());
+    assert_eq!(dirs.len(), 1);
+    let sandbox: i32 = std::fs::read_to_string(dirs[0].join("sandbox"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{sandbox}")).exists());
+
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{sandbox}")).exists() {
+        assert!(Instant::now() < deadline, "the sandbox outlived its parent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The crashed parent left its directory and cgroup; the reaper removes both.
+    assert_eq!(leftovers(base.path()).len(), 1);
+    let cgroups = std::fs::read_to_string(dirs[0].join("cgroups")).unwrap();
+    let reaped = substrate.reap_orphans().unwrap();
+    assert_eq!(reaped.dirs, dirs);
+    assert!(leftovers(base.path()).is_empty());
+    for cg in cgroups.lines() {
+        assert!(!Path::new(cg).exists(), "cgroup {cg} left behind");
+    }
+}
