@@ -29,6 +29,8 @@ pub mod cgroup;
 #[cfg(target_os = "linux")]
 mod launcher;
 #[cfg(target_os = "linux")]
+pub mod probe;
+#[cfg(target_os = "linux")]
 pub mod reaper;
 #[cfg(target_os = "linux")]
 pub mod seccomp;

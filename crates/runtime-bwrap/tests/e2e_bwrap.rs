@@ -40,9 +40,7 @@ async fn the_agents_bash_tool_runs_inside_the_jail() {
     let read = |path: &'static str| {
         let client = client.clone();
         let id = id.clone();
-        async move {
-            String::from_utf8(client.read_file(&id, path).await.unwrap().to_vec()).unwrap()
-        }
+        async move { String::from_utf8(client.read_file(&id, path).await.unwrap().to_vec()).unwrap() }
     };
 
     assert_eq!(read("hello.md").await, "made in the jail\n");
@@ -51,7 +49,10 @@ async fn the_agents_bash_tool_runs_inside_the_jail() {
         assert!(root.contains(&entry.to_owned()), "{root:?}");
     }
     for host_only in ["root", "home", "work", "var", "srv", "boot"] {
-        assert!(!root.contains(&host_only.to_owned()), "host entry {host_only} in {root:?}");
+        assert!(
+            !root.contains(&host_only.to_owned()),
+            "host entry {host_only} in {root:?}"
+        );
     }
     assert_eq!(read("uid.txt").await.trim(), "1000");
     let status = read("status.txt").await;

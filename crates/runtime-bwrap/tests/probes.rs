@@ -365,3 +365,16 @@ async fn two_sandboxes_cannot_see_each_others_workdir() {
     assert_eq!(stdout(&out).trim(), "", "b saw a's files");
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_isolation_probe_table_passes() {
+    let substrate = common::substrate().unwrap();
+    let results = runtime_bwrap::probe::run_probes(&substrate).await.unwrap();
+    assert_eq!(results.len(), 10);
+    let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+    assert!(
+        failed.is_empty(),
+        "\n{}",
+        runtime_bwrap::probe::table(&results)
+    );
+}
