@@ -519,10 +519,15 @@ fn spawn_jail(
     // The child has its copies; ours go now, so that EOF and EPIPE mean what they should.
     drop((passwd, group, filters, info_write, keep_open));
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-    let stderr_task = child
-        .stderr
-        .take()
-        .map(|stderr| tokio::spawn(forward_stderr(stderr, stderr_tail.clone())));
+    // An exec's stderr belongs to its caller; the harness's is logged and its tail kept.
+    let stderr_task = if exec_mode {
+        None
+    } else {
+        child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(forward_stderr(stderr, stderr_tail.clone())))
+    };
     Ok(Spawned {
         child,
         info: info_read,
@@ -620,13 +625,68 @@ impl std::fmt::Debug for ExecOutput {
     }
 }
 
-/// Runs one command in a fresh jail (same mounts, namespaces, filters and limits as a harness
-/// boot), collects its output and tears everything down.
-pub(crate) async fn exec(
+/// A command running in its own fresh jail. Dropping it kills the sandbox and removes its
+/// directory and cgroup; [`JailProcess::wait`] and [`JailProcess::kill`] do so and report.
+#[derive(Debug)]
+pub struct JailProcess {
+    teardown: BwrapTeardown,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    run_dir: PathBuf,
+    workdir: PathBuf,
+}
+
+impl JailProcess {
+    /// The command's standard output, once.
+    pub fn take_stdout(&mut self) -> Option<tokio::process::ChildStdout> {
+        self.stdout.take()
+    }
+
+    /// The command's (and bwrap's) standard error, once.
+    pub fn take_stderr(&mut self) -> Option<tokio::process::ChildStderr> {
+        self.stderr.take()
+    }
+
+    /// The host directory that is `/run/harness` inside.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The host directory that is `/workdir` inside.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The host pid of the sandbox's init (every process of the sandbox descends from it).
+    pub fn sandbox_pid(&self) -> Option<i32> {
+        self.teardown.sandbox_pid
+    }
+
+    /// Waits for the command to exit, then removes the sandbox. Returns its status and how
+    /// many processes the memory limit killed.
+    pub async fn wait(mut self) -> Result<(std::process::ExitStatus, u64)> {
+        let status = match self.teardown.child.as_mut() {
+            Some(child) => child.wait().await.map_err(|e| Error::io("wait for bwrap", e))?,
+            None => return Err(Error::invalid("exec", "the sandbox is already gone")),
+        };
+        let oom_kills = self.teardown.cgroup.as_ref().map_or(0, Cgroup::oom_kills);
+        self.teardown.shutdown().await?;
+        Ok((status, oom_kills))
+    }
+
+    /// Kills the sandbox and removes it.
+    pub async fn kill(mut self) -> Result<()> {
+        self.teardown.shutdown().await
+    }
+}
+
+/// Starts one command in a fresh jail (same mounts, namespaces, filters and limits as a
+/// harness boot).
+pub(crate) async fn spawn(
     sub: &BwrapSubstrate,
     spec: &BootSpec,
     argv: Vec<OsString>,
-) -> Result<ExecOutput> {
+) -> Result<JailProcess> {
     if argv.is_empty() {
         return Err(Error::invalid("exec", "no command given"));
     }
@@ -638,7 +698,7 @@ pub(crate) async fn exec(
         root: None,
         keep: spec.workdir == WorkdirPolicy::Keep,
     };
-    let result = async {
+    let started = async {
         let layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
         teardown.root = Some(layout.root.clone());
         teardown.cgroup = Cgroup::create(&layout.name, &spec.limits)?;
@@ -657,39 +717,56 @@ pub(crate) async fn exec(
             teardown.cgroup.as_ref(),
             Launch::Exec { argv, env },
         )?;
-        let mut stdout = spawned.child.stdout.take();
-        let collect = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            if let Some(out) = stdout.as_mut() {
-                let _ = tokio::io::AsyncReadExt::read_to_end(out, &mut buf).await;
-            }
-            buf
-        });
-        teardown.sandbox_pid = record_sandbox_pid(spawned.info, &layout).await;
-        let status = spawned
-            .child
-            .wait()
-            .await
-            .map_err(|e| Error::io("wait for bwrap", e))?;
+        let stdout = spawned.child.stdout.take();
+        let stderr = spawned.child.stderr.take();
         teardown.child = Some(spawned.child);
-        let stdout = collect.await.unwrap_or_default();
-        if let Some(task) = spawned.stderr_task {
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-        }
-        let stderr = tail_text(&spawned.stderr_tail).into_bytes();
-        let oom_kills = teardown.cgroup.as_ref().map_or(0, Cgroup::oom_kills);
-        Ok(ExecOutput {
-            status,
-            stdout,
-            stderr,
-            oom_kills,
-        })
+        teardown.sandbox_pid = record_sandbox_pid(spawned.info, &layout).await;
+        Ok::<_, Error>((layout, stdout, stderr))
     }
     .await;
-    let cleanup = teardown.shutdown().await;
-    let output = result?;
-    cleanup?;
-    Ok(output)
+    match started {
+        Ok((layout, stdout, stderr)) => Ok(JailProcess {
+            teardown,
+            stdout,
+            stderr,
+            run_dir: layout.run,
+            workdir: layout.workdir,
+        }),
+        Err(e) => {
+            if let Err(cleanup) = teardown.shutdown().await {
+                tracing::error!(error = %cleanup, "cleanup after a failed exec failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs one command in a fresh jail, collects its output and removes the jail.
+pub(crate) async fn exec(
+    sub: &BwrapSubstrate,
+    spec: &BootSpec,
+    argv: Vec<OsString>,
+) -> Result<ExecOutput> {
+    use tokio::io::AsyncReadExt;
+    let mut process = spawn(sub, spec, argv).await?;
+    let read_all = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf).await;
+            }
+            buf
+        })
+    };
+    let stdout = read_all(process.take_stdout().map(|p| Box::new(p) as _));
+    let stderr = read_all(process.take_stderr().map(|p| Box::new(p) as _));
+    let (status, oom_kills) = process.wait().await?;
+    Ok(ExecOutput {
+        status,
+        stdout: stdout.await.unwrap_or_default(),
+        stderr: stderr.await.unwrap_or_default(),
+        oom_kills,
+    })
 }
 
 /// Reads bwrap's `--info-fd` JSON (`{"child-pid": N, …}`) until it parses or the fd closes.

@@ -44,7 +44,7 @@ use substrate_core::{
 
 pub use jail::{JailCommand, JailConfig, JailNetwork, ReadOnlyBind};
 #[cfg(target_os = "linux")]
-pub use launcher::ExecOutput;
+pub use launcher::{ExecOutput, JailProcess};
 pub use version::{BwrapVersion, MIN_VERSION};
 
 /// Boots the harness inside a bubblewrap jail. Cheap to clone; each boot is independent.
@@ -123,6 +123,18 @@ impl BwrapSubstrate {
     {
         self.check_spec(spec)?;
         launcher::exec(self, spec, argv.into_iter().map(Into::into).collect()).await
+    }
+
+    /// Starts one command in a fresh sandbox and hands back its running process: stream its
+    /// output, wait for it, or kill it. [`BwrapSubstrate::exec`] is this plus collecting.
+    #[cfg(target_os = "linux")]
+    pub async fn spawn<I, S>(&self, spec: &BootSpec, argv: I) -> Result<JailProcess>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.check_spec(spec)?;
+        launcher::spawn(self, spec, argv.into_iter().map(Into::into).collect()).await
     }
 
     /// Removes what crashed owners left under this substrate's base directory: boot
