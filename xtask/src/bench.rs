@@ -7,9 +7,11 @@ use anyhow::{Context, bail};
 use crate::workspace_root;
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    if let Some(bad) = args.first() {
-        bail!("unknown argument `{bad}` (usage: cargo xtask bench)");
-    }
+    let example = match args {
+        [] => "bench",
+        [which] if which == "bwrap" => "bench-bwrap",
+        _ => bail!("usage: cargo xtask bench [bwrap]"),
+    };
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo")))
         .args([
             "run",
@@ -17,7 +19,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "-p",
             "substrate-examples",
             "--example",
-            "bench",
+            example,
         ])
         .current_dir(workspace_root())
         .status()

@@ -17,7 +17,8 @@ commands:
                      (--check: fail if the committed bundle is stale)
   stage [DIR]        install the harness's node_modules (the agent SDK and its CLI) into DIR
                      (default: target/harness-stage); skipped when already up to date
-  bench              harness start, event throughput and file transfer, each beside a
+  bench [bwrap]      harness start, event throughput and file transfer (or, with `bwrap`,
+                     jailed boot, exec vs srt, 32 concurrent boots and PSS), each beside a
                      baseline measured in the same run (release build)
   snapshots [--accept]
                      the argv snapshot tests of every runtime (--accept: write changed

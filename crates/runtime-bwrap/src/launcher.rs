@@ -666,7 +666,10 @@ impl JailProcess {
     /// many processes the memory limit killed.
     pub async fn wait(mut self) -> Result<(std::process::ExitStatus, u64)> {
         let status = match self.teardown.child.as_mut() {
-            Some(child) => child.wait().await.map_err(|e| Error::io("wait for bwrap", e))?,
+            Some(child) => child
+                .wait()
+                .await
+                .map_err(|e| Error::io("wait for bwrap", e))?,
             None => return Err(Error::invalid("exec", "the sandbox is already gone")),
         };
         let oom_kills = self.teardown.cgroup.as_ref().map_or(0, Cgroup::oom_kills);
