@@ -77,9 +77,19 @@ function sendError(res, err) {
   }
   const text = err.body();
   const headers = { "content-type": "application/json", "content-length": Buffer.byteLength(text) };
-  if (err.code === "PAYLOAD_TOO_LARGE") headers.connection = "close";
+  if (err.code === "PAYLOAD_TOO_LARGE") drainRest(res);
   res.writeHead(err.status, headers);
   res.end(text);
+}
+function drainRest(res) {
+  const req = res.req;
+  if (!req || req.readableEnded) return;
+  let drained = 0;
+  req.on("data", (chunk) => {
+    drained += chunk.length;
+    if (drained > DRAIN_CAP) req.socket.destroy();
+  });
+  req.resume();
 }
 function readBody(req, limit) {
   const declared = Number(req.headers["content-length"] ?? "0");
@@ -134,11 +144,12 @@ function authorized(req, token) {
   if (!match) return false;
   return timingSafeEqual(digest(match[1]), digest(token));
 }
-var digest;
+var DRAIN_CAP, digest;
 var init_http = __esm({
   "src/http.ts"() {
     "use strict";
     init_errors();
+    DRAIN_CAP = 64 * 1024 * 1024;
     digest = (s) => createHash("sha256").update(s).digest();
   }
 });
@@ -510,6 +521,7 @@ var init_fsroutes = __esm({
 // src/main.ts
 import fs4 from "node:fs";
 import http from "node:http";
+import net from "node:net";
 
 // src/config.ts
 import path from "node:path";
@@ -1249,6 +1261,34 @@ function loadEnvFd() {
     process.env[k] = v;
   }
 }
+function startEgressRelay() {
+  const socket = process.env.HARNESS_EGRESS_SOCKET;
+  if (!socket) return;
+  const raw = process.env.HARNESS_EGRESS_PORT ?? "3128";
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    log("error", `HARNESS_EGRESS_PORT must be a port number, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  const relay = net.createServer((inbound) => {
+    const outbound = net.connect(socket);
+    const close = () => {
+      inbound.destroy();
+      outbound.destroy();
+    };
+    inbound.on("error", close);
+    outbound.on("error", close);
+    inbound.on("close", close);
+    outbound.on("close", close);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+  });
+  relay.on("error", (e) => {
+    log("error", "egress relay failed", { error: e.message });
+    process.exit(1);
+  });
+  relay.listen(port, "127.0.0.1", () => log("info", "egress relay listening", { port }));
+}
 function main() {
   let config;
   try {
@@ -1264,6 +1304,7 @@ function main() {
   const sdk = claudeAgentSdk(config.nodeModules);
   engines.set(sdk.name, sdk);
   const harness = new Harness(config, engines);
+  startEgressRelay();
   const server = http.createServer((req, res) => void harness.handle(req, res));
   server.requestTimeout = 0;
   server.headersTimeout = 6e4;

@@ -21,6 +21,8 @@ use substrate_core::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use substrate_egress::{EgressPolicy, EgressProxy, ProxyConfig};
+
 use crate::cgroup::Cgroup;
 use crate::jail::{self, JailCommand, JailConfig, JailNetwork, SystemEntry};
 use crate::version::{BwrapVersion, MIN_VERSION};
@@ -45,6 +47,7 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
         .run_phase(BootPhase::Preflight, |_| async { preflight(sub, &spec) })
         .await?;
     let mut teardown = BwrapTeardown {
+        egress: None,
         child: None,
         sandbox_pid: None,
         cgroup: None,
@@ -61,6 +64,9 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
                     layout.record_cgroups(cg.dirs())?;
                 }
                 teardown.cgroup = cgroup;
+                if let Some(policy) = &pre.egress {
+                    teardown.egress = Some(start_egress(sub, &spec, policy, &layout)?);
+                }
                 Ok(layout)
             })
             .await?;
@@ -90,6 +96,8 @@ struct Preflight {
     bwrap: PathBuf,
     node: PathBuf,
     network: JailNetwork,
+    /// The allow-list, under `NetworkPolicy::Allow`.
+    egress: Option<EgressPolicy>,
     /// `Some((uid, gid))` when the caller is root and bwrap runs as this unprivileged id.
     host_id: Option<(u32, u32)>,
 }
@@ -115,15 +123,7 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
             );
             JailNetwork::Host
         }
-        NetworkPolicy::Allow(_) => {
-            return Err(Error::Unsupported {
-                what: String::from("network policy `allow` on the bwrap runtime"),
-                reason: String::from(
-                    "the egress proxy is not part of this build yet; use `none` (default) or \
-                     `host`",
-                ),
-            });
-        }
+        NetworkPolicy::Allow(_) => JailNetwork::Isolated,
         _ => {
             return Err(Error::Unsupported {
                 what: String::from("this network policy"),
@@ -137,6 +137,10 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
             reason: String::from("not enforced by this build; boot without `disk_bytes`"),
         });
     }
+    let egress = match &spec.network {
+        NetworkPolicy::Allow(rules) => Some(EgressPolicy::from_rules(rules)?),
+        _ => None,
+    };
     let bwrap = which(&sub.bwrap).ok_or_else(|| Error::NotInstalled {
         tool: sub.bwrap.display().to_string(),
         hint: String::from(
@@ -193,6 +197,7 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
         bwrap,
         node,
         network,
+        egress,
         host_id,
     })
 }
@@ -369,10 +374,59 @@ fn secret_env(token: &Secret, spec: &BootSpec) -> Result<Vec<u8>> {
     serde_json::to_vec(&map).map_err(|e| Error::invalid("engine envs", e.to_string()))
 }
 
+/// The relay's port on the sandbox's own loopback.
+const EGRESS_RELAY_PORT: u16 = 3128;
+
+/// Starts the boot's egress proxy on `<run>/egress.sock`, reachable from inside as
+/// `/run/harness/egress.sock`.
+fn start_egress(
+    sub: &BwrapSubstrate,
+    spec: &BootSpec,
+    policy: &EgressPolicy,
+    layout: &Layout,
+) -> Result<EgressProxy> {
+    let mut config = ProxyConfig::new(policy.clone(), spec.audit.clone());
+    config.hosts = sub.egress_hosts.clone();
+    let path = layout.run.join("egress.sock");
+    let proxy = EgressProxy::bind(&path, config)
+        .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+    // Only the sandbox reaches the run directory (mode 0700, its own uid); the socket itself
+    // must accept the sandbox's uid.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    Ok(proxy)
+}
+
+/// The harness's and engines' variables under `allow`: the relay, and the proxy for clients.
+fn egress_env() -> Vec<(OsString, OsString)> {
+    let proxy = format!("http://127.0.0.1:{EGRESS_RELAY_PORT}");
+    let mut env: Vec<(OsString, OsString)> = vec![
+        (
+            "HARNESS_EGRESS_SOCKET".into(),
+            format!("{}/egress.sock", jail::RUN_DIR).into(),
+        ),
+        (
+            "HARNESS_EGRESS_PORT".into(),
+            EGRESS_RELAY_PORT.to_string().into(),
+        ),
+    ];
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        env.push((name.into(), proxy.clone().into()));
+    }
+    // The sandbox's own loopback (a dev server the agent starts) is not the host's.
+    for name in ["NO_PROXY", "no_proxy"] {
+        env.push((name.into(), "localhost,127.0.0.1,::1".into()));
+    }
+    env
+}
+
 /// What to start in the jail.
 enum Launch {
     /// The harness, with the JSON its `HARNESS_ENV_FD` pipe carries.
-    Harness { secrets: Vec<u8> },
+    Harness {
+        secrets: Vec<u8>,
+        env: Vec<(OsString, OsString)>,
+    },
     /// One command; its variables travel with the argv through `--args FD`.
     Exec {
         argv: Vec<OsString>,
@@ -420,14 +474,14 @@ fn spawn_jail(
     inherit.extend(filters.iter().map(Inherited::fd));
     let mut keep_open: Vec<OwnedFd> = Vec::new();
     let (command, env, exec_mode) = match launch {
-        Launch::Harness { secrets } => {
+        Launch::Harness { secrets, env } => {
             let fd = feed(secrets)?;
             let command = JailCommand::Harness {
                 env_fd: fd.as_raw_fd(),
             };
             inherit.push(fd.as_raw_fd());
             keep_open.push(fd);
-            (command, Vec::new(), false)
+            (command, env, false)
         }
         Launch::Exec { argv, env } => (JailCommand::Exec(argv), env, true),
     };
@@ -558,12 +612,17 @@ async fn start(
     let spawned = spec
         .run_phase(BootPhase::Spawn, |_| async {
             let secrets = secret_env(token, spec)?;
+            let env = if pre.egress.is_some() {
+                egress_env()
+            } else {
+                Vec::new()
+            };
             spawn_jail(
                 sub,
                 pre,
                 layout,
                 teardown.cgroup.as_ref(),
-                Launch::Harness { secrets },
+                Launch::Harness { secrets, env },
             )
         })
         .await?;
@@ -694,7 +753,16 @@ pub(crate) async fn spawn(
         return Err(Error::invalid("exec", "no command given"));
     }
     let pre = preflight(sub, spec)?;
+    if pre.egress.is_some() {
+        return Err(Error::Unsupported {
+            what: String::from("network policy `allow` for a single command"),
+            reason: String::from(
+                "its relay lives in the harness; boot a harness, or use `none` or `host`",
+            ),
+        });
+    }
     let mut teardown = BwrapTeardown {
+        egress: None,
         child: None,
         sandbox_pid: None,
         cgroup: None,
@@ -813,6 +881,7 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec
 /// Stops the sandbox, removes its cgroup and (unless kept) its directory.
 #[derive(Debug)]
 struct BwrapTeardown {
+    egress: Option<EgressProxy>,
     child: Option<Child>,
     sandbox_pid: Option<i32>,
     cgroup: Option<Cgroup>,
@@ -887,6 +956,7 @@ impl Teardown for BwrapTeardown {
             }
             self.sandbox_pid = None;
         }
+        self.egress = None;
         let cgroup = match self.cgroup.as_mut() {
             Some(cg) => cg.remove(),
             None => Ok(()),

@@ -11,6 +11,9 @@
 //!   (HOME and the session root); the harness, `node` and the staged `node_modules` read-only;
 //! - an empty environment plus the harness's own variables; secrets (the boot token, engine
 //!   keys) through an inherited pipe, never an argv;
+//! - network `none` (its own namespace, loopback only), `allow` (still no route out: clients
+//!   use `HTTP(S)_PROXY` at a relay on the sandbox's 127.0.0.1 that reaches the host's egress
+//!   proxy, `substrate-egress`, through a Unix socket), or `host` (unsafe);
 //! - memory, CPU and pids limits in a per-boot cgroup entered before bwrap runs (`cgroup.rs`).
 //!
 //! When the caller is root, bwrap runs as a fresh unprivileged host uid per boot, so nothing
@@ -56,6 +59,7 @@ pub struct BwrapSubstrate {
     pub(crate) base_dir: PathBuf,
     pub(crate) extra_ro: Vec<ReadOnlyBind>,
     pub(crate) tmp_bytes: Option<u64>,
+    pub(crate) egress_hosts: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
 }
 
 impl BwrapSubstrate {
@@ -69,6 +73,7 @@ impl BwrapSubstrate {
             base_dir: std::env::temp_dir().join("computeragent-bwrap"),
             extra_ro: Vec::new(),
             tmp_bytes: None,
+            egress_hosts: std::collections::HashMap::new(),
         }
     }
 
@@ -104,6 +109,16 @@ impl BwrapSubstrate {
     /// `bytes`.
     pub fn tmp_size(mut self, bytes: u64) -> Self {
         self.tmp_bytes = Some(bytes);
+        self
+    }
+
+    /// Answers `name` with `ip` in the egress proxy instead of asking DNS (tests, split-horizon
+    /// setups). The name must still be allowed by the boot's network policy.
+    pub fn egress_host(mut self, name: impl Into<String>, ip: std::net::IpAddr) -> Self {
+        self.egress_hosts
+            .entry(name.into().to_ascii_lowercase())
+            .or_default()
+            .push(ip);
         self
     }
 
@@ -154,6 +169,7 @@ impl Substrate for BwrapSubstrate {
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::minimal(Isolation::Namespaces);
         caps.network_none = true;
+        caps.network_allow = true;
         caps.network_host = true;
         caps.limit_memory = true;
         caps.limit_cpu = true;

@@ -9,12 +9,14 @@ use substrate_testkit::model::{Script, ScriptedModel};
 mod common;
 
 async fn boot() -> anyhow::Result<Ctx> {
-    let substrate = common::substrate()?;
     let model = ScriptedModel::start(Script::new()).await?;
-    // The scripted model listens on the host's loopback: `host` networking reaches it.
-    let spec = BootSpec::new("conformance").network(NetworkPolicy::Host);
+    // The engine reaches the scripted model as a real run reaches the real API: through the
+    // relay and the host's egress proxy, which alone knows that `model.test` is loopback.
+    let substrate = common::substrate()?.egress_host("model.test", "127.0.0.1".parse()?);
+    let spec =
+        BootSpec::new("conformance").network(NetworkPolicy::Allow(vec!["model.test".into()]));
     let harness = substrate.boot_harness(spec).await?;
-    let envs = scripted_engine_envs(&model.base_url());
+    let envs = scripted_engine_envs(&common::via_proxy(&model.base_url()));
     Ctx::new(harness, model, envs)
 }
 

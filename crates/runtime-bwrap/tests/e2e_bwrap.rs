@@ -24,15 +24,17 @@ async fn the_agents_bash_tool_runs_inside_the_jail() {
     )
     .await
     .unwrap();
-    let substrate = common::substrate().unwrap();
-    // The scripted model listens on the host's loopback, which `host` networking reaches.
+    // The model is reached through the `allow` path, as a real run reaches the real API.
+    let substrate = common::substrate()
+        .unwrap()
+        .egress_host("model.test", "127.0.0.1".parse().unwrap());
     let harness = substrate
-        .boot_harness(BootSpec::new("e2e").network(NetworkPolicy::Host))
+        .boot_harness(BootSpec::new("e2e").network(NetworkPolicy::Allow(vec!["model.test".into()])))
         .await
         .unwrap();
     let client = harness.client().unwrap();
     let mut request = CreateSession::new("claude-agent-sdk");
-    request.envs = scripted_engine_envs(&model.base_url());
+    request.envs = scripted_engine_envs(&common::via_proxy(&model.base_url()));
     let mut chat = ChatSession::start(client.clone(), request).await.unwrap();
     let outcome = chat.ask("Look around").await.unwrap();
     assert_eq!(outcome.result_text(), Some("Done."));

@@ -254,6 +254,8 @@ pub struct BootSpec {
     pub deadlines: PhaseDeadlines,
     /// Where progress is reported.
     pub progress: ProgressSink,
+    /// Where boundary events (egress decisions, …) are reported.
+    pub audit: crate::audit::AuditSink,
 }
 
 impl BootSpec {
@@ -292,6 +294,12 @@ impl BootSpec {
     /// Sets the phase deadlines.
     pub fn deadlines(mut self, deadlines: PhaseDeadlines) -> Self {
         self.deadlines = deadlines;
+        self
+    }
+
+    /// Sets where boundary events go.
+    pub fn audit(mut self, sink: crate::audit::AuditSink) -> Self {
+        self.audit = sink;
         self
     }
 

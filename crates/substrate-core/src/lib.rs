@@ -5,6 +5,7 @@
 //! This crate never spawns a process and has no platform code: runtimes do that.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod boot;
 pub mod client;
 pub mod command;
@@ -13,6 +14,7 @@ pub mod protocol;
 pub mod secret;
 pub mod substrate;
 
+pub use audit::{AuditSink, BoundaryEvent, EgressDecision};
 pub use boot::{
     BootEvent, BootPhase, BootSpec, NetworkPolicy, PhaseDeadlines, PhaseProbe, ProgressSink,
     ResourceLimits, WorkdirPolicy,

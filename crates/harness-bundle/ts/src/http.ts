@@ -21,10 +21,27 @@ export function sendError(res: ServerResponse, err: HttpError): void {
   }
   const text = err.body();
   const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(text) };
-  // The rest of an oversized body is not read: close the connection rather than drain it.
-  if (err.code === "PAYLOAD_TOO_LARGE") headers.connection = "close";
+  if (err.code === "PAYLOAD_TOO_LARGE") drainRest(res);
   res.writeHead(err.status, headers);
   res.end(text);
+}
+
+/** How much of a refused body is read and thrown away before the connection is cut. */
+const DRAIN_CAP = 64 * 1024 * 1024;
+
+/**
+ * Reads and discards the rest of a refused body, so that the client, still sending it, gets
+ * to read the 413 instead of a reset connection. Past DRAIN_CAP the connection is cut.
+ */
+function drainRest(res: ServerResponse): void {
+  const req = res.req;
+  if (!req || req.readableEnded) return;
+  let drained = 0;
+  req.on("data", (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > DRAIN_CAP) req.socket.destroy();
+  });
+  req.resume();
 }
 
 /** Reads the whole body, refusing more than `limit` bytes with 413. */

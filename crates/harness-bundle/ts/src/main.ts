@@ -1,6 +1,7 @@
 // Entry point: configuration from the environment, the HTTP server, signals.
 import fs from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import { loadConfig } from "./config.js";
 import { claudeAgentSdk } from "./engines/claude-agent-sdk.js";
 import type { Engine } from "./engines/engine.js";
@@ -39,6 +40,40 @@ function loadEnvFd(): void {
   }
 }
 
+/**
+ * The in-sandbox end of the `allow` network policy: a TCP listener on 127.0.0.1 (what
+ * HTTP(S)_PROXY point at) that pipes every connection to the host's egress proxy through the
+ * Unix socket HARNESS_EGRESS_SOCKET. The sandbox itself has no route out.
+ */
+function startEgressRelay(): void {
+  const socket = process.env.HARNESS_EGRESS_SOCKET;
+  if (!socket) return;
+  const raw = process.env.HARNESS_EGRESS_PORT ?? "3128";
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    log("error", `HARNESS_EGRESS_PORT must be a port number, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  const relay = net.createServer((inbound) => {
+    const outbound = net.connect(socket);
+    const close = () => {
+      inbound.destroy();
+      outbound.destroy();
+    };
+    inbound.on("error", close);
+    outbound.on("error", close);
+    inbound.on("close", close);
+    outbound.on("close", close);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+  });
+  relay.on("error", (e) => {
+    log("error", "egress relay failed", { error: e.message });
+    process.exit(1);
+  });
+  relay.listen(port, "127.0.0.1", () => log("info", "egress relay listening", { port }));
+}
+
 function main(): void {
   let config;
   try {
@@ -54,6 +89,7 @@ function main(): void {
   const sdk = claudeAgentSdk(config.nodeModules);
   engines.set(sdk.name, sdk);
   const harness = new Harness(config, engines);
+  startEgressRelay();
 
   const server = http.createServer((req, res) => void harness.handle(req, res));
   server.requestTimeout = 0; // event streams and large uploads are long-lived

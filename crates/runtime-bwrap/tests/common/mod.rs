@@ -20,3 +20,14 @@ pub fn substrate() -> anyhow::Result<BwrapSubstrate> {
     }
     Ok(BwrapSubstrate::new(modules))
 }
+
+/// The scripted model's URL as the sandbox must use it under `allow`: by the name
+/// `model.test`, which the egress proxy answers with the host's loopback.
+pub fn via_proxy(model_base_url: &str) -> String {
+    let port = model_base_url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap_or_default();
+    format!("http://model.test:{port}")
+}

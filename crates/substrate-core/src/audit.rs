@@ -1,0 +1,92 @@
+//! Boundary events: what crossed (or tried to cross) a sandbox's boundary, as data, on one
+//! stream per boot — so a CLI can print it, a server can log it and a test can assert on it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One event at a sandbox's boundary.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundaryEvent {
+    /// The egress proxy decided on a connection.
+    Egress(EgressDecision),
+}
+
+/// The egress proxy's decision on one connection, and what went through it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressDecision {
+    /// Whether the connection was let through.
+    pub allowed: bool,
+    /// The host asked for (a name or an IP literal).
+    pub host: String,
+    /// The port asked for.
+    pub port: u16,
+    /// `CONNECT` (tunnel) or the method of a plain-HTTP request.
+    pub method: String,
+    /// The rule that allowed it.
+    pub rule: Option<String>,
+    /// Why it was denied, or why an allowed connection failed.
+    pub reason: Option<String>,
+    /// The address connected to.
+    pub address: Option<String>,
+    /// Bytes from the sandbox to the upstream.
+    pub bytes_up: u64,
+    /// Bytes from the upstream to the sandbox.
+    pub bytes_down: u64,
+    /// How long the connection lasted.
+    pub duration: Duration,
+}
+
+impl EgressDecision {
+    /// A decision about `host:port` by `method`, before anything went through.
+    pub fn new(
+        allowed: bool,
+        host: impl Into<String>,
+        port: u16,
+        method: impl Into<String>,
+    ) -> Self {
+        Self {
+            allowed,
+            host: host.into(),
+            port,
+            method: method.into(),
+            rule: None,
+            reason: None,
+            address: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// Where boundary events go. Cheap to clone; the default logs them at debug level only.
+#[derive(Clone, Default)]
+pub struct AuditSink(Option<Arc<dyn Fn(BoundaryEvent) + Send + Sync>>);
+
+impl AuditSink {
+    /// Sends every event to `f`.
+    pub fn new(f: impl Fn(BoundaryEvent) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    /// Reports one event.
+    pub fn emit(&self, event: BoundaryEvent) {
+        tracing::debug!(?event, "boundary event");
+        if let Some(f) = &self.0 {
+            f(event);
+        }
+    }
+}
+
+impl fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AuditSink(..)"
+        } else {
+            "AuditSink(none)"
+        })
+    }
+}
