@@ -43,11 +43,20 @@ const SYSTEM_PATHS: [&str; 7] = [
 
 pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedHarness> {
     let token = Secret::random_token()?;
+    // Leftovers of crashed owners go first (boots of live processes are never touched).
+    match reaper::reap_orphans(&sub.base_dir) {
+        Ok(r) if !r.dirs.is_empty() => {
+            tracing::info!(dirs = r.dirs.len(), "removed leftovers of crashed runs");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not look for leftovers of crashed runs"),
+    }
     let pre = spec
         .run_phase(BootPhase::Preflight, |_| async { preflight(sub, &spec) })
         .await?;
     let mut teardown = BwrapTeardown {
         egress: None,
+        capped_workdir: None,
         child: None,
         sandbox_pid: None,
         cgroup: None,
@@ -59,6 +68,10 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
             .run_phase(BootPhase::Stage, |_| async {
                 let layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
                 teardown.root = Some(layout.root.clone());
+                if let Some(bytes) = spec.limits.disk_bytes {
+                    layout.cap_workdir(bytes, pre.host_id)?;
+                    teardown.capped_workdir = Some(layout.workdir.clone());
+                }
                 let cgroup = Cgroup::create(&layout.name, &spec.limits)?;
                 if let Some(cg) = &cgroup {
                     layout.record_cgroups(cg.dirs())?;
@@ -131,11 +144,8 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
             });
         }
     };
-    if spec.limits.disk_bytes.is_some() {
-        return Err(Error::Unsupported {
-            what: String::from("a workdir size cap on the bwrap runtime"),
-            reason: String::from("not enforced by this build; boot without `disk_bytes`"),
-        });
+    if let Some(bytes) = spec.limits.disk_bytes {
+        crate::disk::check(bytes)?;
     }
     let egress = match &spec.network {
         NetworkPolicy::Allow(rules) => Some(EgressPolicy::from_rules(rules)?),
@@ -312,6 +322,19 @@ impl Layout {
             workdir,
             harness,
         })
+    }
+
+    /// Puts the workdir on its own `bytes`-sized filesystem, owned by the sandbox.
+    fn cap_workdir(&self, bytes: u64, host_id: Option<(u32, u32)>) -> Result<()> {
+        let owner = host_id.unwrap_or_else(|| {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        });
+        crate::disk::mount_capped(&self.root, &self.workdir, bytes, owner)?;
+        std::fs::set_permissions(&self.workdir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("chmod {}", self.workdir.display()), e))
     }
 
     fn record_cgroups(&self, dirs: &[PathBuf]) -> Result<()> {
@@ -763,6 +786,7 @@ pub(crate) async fn spawn(
     }
     let mut teardown = BwrapTeardown {
         egress: None,
+        capped_workdir: None,
         child: None,
         sandbox_pid: None,
         cgroup: None,
@@ -772,6 +796,10 @@ pub(crate) async fn spawn(
     let started = async {
         let layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
         teardown.root = Some(layout.root.clone());
+        if let Some(bytes) = spec.limits.disk_bytes {
+            layout.cap_workdir(bytes, pre.host_id)?;
+            teardown.capped_workdir = Some(layout.workdir.clone());
+        }
         teardown.cgroup = Cgroup::create(&layout.name, &spec.limits)?;
         if let Some(cg) = &teardown.cgroup {
             layout.record_cgroups(cg.dirs())?;
@@ -882,6 +910,8 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec
 #[derive(Debug)]
 struct BwrapTeardown {
     egress: Option<EgressProxy>,
+    /// The workdir, while a size-capped filesystem is mounted on it.
+    capped_workdir: Option<PathBuf>,
     child: Option<Child>,
     sandbox_pid: Option<i32>,
     cgroup: Option<Cgroup>,
@@ -917,7 +947,32 @@ impl BwrapTeardown {
         }
     }
 
+    /// Unmounts a size-capped workdir (its image stays with a kept boot directory).
+    fn unmount_workdir(&mut self) -> Result<()> {
+        let Some(workdir) = self.capped_workdir.take() else {
+            return Ok(());
+        };
+        if let Err(e) = crate::disk::unmount(&workdir) {
+            self.capped_workdir = Some(workdir);
+            return Err(e);
+        }
+        if self.keep {
+            tracing::info!(
+                image = %workdir.with_file_name(crate::disk::IMAGE).display(),
+                "the kept workdir is in this image: `mount -o loop IMAGE DIR` to look inside"
+            );
+        }
+        Ok(())
+    }
+
     fn remove_files(&mut self) -> Result<()> {
+        if self.capped_workdir.is_some() {
+            // Never recurse into a mounted filesystem that failed to unmount.
+            return Err(Error::invalid(
+                "teardown",
+                "the size-capped workdir is still mounted",
+            ));
+        }
         let Some(root) = self.root.take() else {
             return Ok(());
         };
@@ -957,13 +1012,14 @@ impl Teardown for BwrapTeardown {
             self.sandbox_pid = None;
         }
         self.egress = None;
+        let unmounted = self.unmount_workdir();
         let cgroup = match self.cgroup.as_mut() {
             Some(cg) => cg.remove(),
             None => Ok(()),
         };
         self.cgroup = None;
         let files = self.remove_files();
-        cgroup.and(files)
+        unmounted.and(cgroup).and(files)
     }
 }
 
@@ -976,6 +1032,7 @@ impl Drop for BwrapTeardown {
         if let Some(cg) = self.cgroup.as_mut() {
             let _ = cg.remove();
         }
+        let _ = self.unmount_workdir();
         let _ = self.remove_files();
     }
 }

@@ -14,7 +14,9 @@
 //! - network `none` (its own namespace, loopback only), `allow` (still no route out: clients
 //!   use `HTTP(S)_PROXY` at a relay on the sandbox's 127.0.0.1 that reaches the host's egress
 //!   proxy, `substrate-egress`, through a Unix socket), or `host` (unsafe);
-//! - memory, CPU and pids limits in a per-boot cgroup entered before bwrap runs (`cgroup.rs`).
+//! - memory, CPU and pids limits in a per-boot cgroup entered before bwrap runs (`cgroup.rs`),
+//!   and, as root, a workdir size cap: the workdir is an ext4 image of that size, loop-mounted
+//!   (`disk.rs`).
 //!
 //! When the caller is root, bwrap runs as a fresh unprivileged host uid per boot, so nothing
 //! root-owned on the host is ever "owned" by a sandbox (a sandbox mapped to host root could,
@@ -29,6 +31,8 @@ pub mod version;
 
 #[cfg(target_os = "linux")]
 pub mod cgroup;
+#[cfg(target_os = "linux")]
+mod disk;
 #[cfg(target_os = "linux")]
 mod launcher;
 #[cfg(target_os = "linux")]
@@ -174,6 +178,8 @@ impl Substrate for BwrapSubstrate {
         caps.limit_memory = true;
         caps.limit_cpu = true;
         caps.limit_pids = true;
+        // A loop-mounted workdir: root only; others get a clear refusal at boot.
+        caps.limit_disk = true;
         caps
     }
 

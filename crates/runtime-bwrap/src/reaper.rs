@@ -92,6 +92,11 @@ pub fn reap_orphans(base: &Path) -> Result<Reaped> {
                 }
             }
         }
+        for mount in crate::disk::mounts_under(&dir) {
+            if let Err(e) = crate::disk::unmount(&mount) {
+                tracing::warn!(mount = %mount.display(), error = %e, "could not unmount a leftover workdir");
+            }
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => reaped.dirs.push(dir),
             Err(e) => {

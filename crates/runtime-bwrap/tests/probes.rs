@@ -324,11 +324,53 @@ async fn a_memory_hog_is_killed_inside_while_the_host_goes_on() {
 }
 
 #[tokio::test]
-async fn limits_that_cannot_be_enforced_are_refused() {
-    let spec = BootSpec::new("probe").limits(ResourceLimits::default().disk(1 << 30));
+async fn the_workdir_cannot_grow_past_its_cap() {
+    let spec = BootSpec::new("probe").limits(ResourceLimits::default().disk(16 << 20));
+    let out = sh(
+        &spec,
+        "df -k /workdir | tail -1 | tr -s ' ' | cut -d' ' -f2; \
+         dd if=/dev/zero of=/workdir/big bs=1M count=64 2>/dev/null && echo filled-64M || echo refused; \
+         echo small > /workdir/small 2>/dev/null; rm -f /workdir/big; echo after > /workdir/after && echo writable",
+    )
+    .await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let size_kib: u64 = lines.next().unwrap().parse().unwrap();
+    assert!(size_kib <= 16 * 1024, "{size_kib} KiB for a 16 MiB cap");
+    assert_eq!(lines.next(), Some("refused"), "{text}");
+    assert_eq!(lines.next(), Some("writable"), "{text}");
+}
+
+#[tokio::test]
+async fn a_cap_too_small_to_hold_a_filesystem_is_refused_by_name() {
+    let spec = BootSpec::new("probe").limits(ResourceLimits::default().disk(1 << 20));
     let substrate = common::substrate().unwrap();
     let err = substrate.exec(&spec, ["true"]).await.unwrap_err();
-    assert_eq!(err.kind(), substrate_core::ErrorKind::Unsupported, "{err}");
+    assert_eq!(err.kind(), substrate_core::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("8 MiB"), "{err}");
+}
+
+#[tokio::test]
+async fn a_cpu_limit_slows_a_busy_loop_to_its_share() {
+    // 200 millicpus: a second of spinning gets about a fifth of a second of CPU.
+    let spec = BootSpec::new("probe").limits(ResourceLimits::default().cpu_millis(200));
+    let substrate = common::substrate().unwrap();
+    let out = substrate
+        .exec(
+            &spec,
+            [
+                "/usr/bin/perl",
+                "-e",
+                "my $end = time + 1.5; my $n = 0; while (time < $end) { $n++ } my @t = times; print $t[0] + $t[1], \"\\n\"",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_ok(&out);
+    let cpu: f64 = stdout(&out).trim().parse().unwrap();
+    assert!(cpu < 0.6, "{cpu} s of CPU in 1.5 s under a 0.2-CPU limit");
+    assert!(cpu > 0.05, "{cpu} s of CPU: the loop hardly ran");
 }
 
 #[tokio::test]
