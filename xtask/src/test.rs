@@ -14,6 +14,7 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("git", "git"),
     ("ca-certificates", "update-ca-certificates"),
     ("bubblewrap", "bwrap"),
+    ("e2fsprogs", "mkfs.ext4"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {

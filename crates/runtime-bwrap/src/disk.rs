@@ -37,7 +37,7 @@ pub fn check(bytes: u64) -> Result<()> {
     Ok(())
 }
 
-fn run(program: &str, args: &[&std::ffi::OsStr], hint: &str) -> Result<()> {
+pub(crate) fn run(program: &str, args: &[&std::ffi::OsStr], hint: &str) -> Result<()> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -133,4 +133,26 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found
+}
+
+/// Binds `source` read-only at `target` (an existing file or directory).
+pub fn bind_read_only(source: &Path, target: &Path) -> Result<()> {
+    run(
+        "mount",
+        &["--bind".as_ref(), source.as_os_str(), target.as_os_str()],
+        "install mount",
+    )?;
+    if let Err(e) = run(
+        "mount",
+        &[
+            "-o".as_ref(),
+            "remount,bind,ro".as_ref(),
+            target.as_os_str(),
+        ],
+        "install mount",
+    ) {
+        let _ = unmount(target);
+        return Err(e);
+    }
+    Ok(())
 }

@@ -24,7 +24,7 @@ use tokio::process::{Child, Command};
 use substrate_egress::{EgressPolicy, EgressProxy, ProxyConfig};
 
 use crate::cgroup::Cgroup;
-use crate::jail::{self, JailCommand, JailConfig, JailNetwork, SystemEntry};
+use crate::jail::{self, JailCommand, JailConfig, JailNetwork, ReadOnlyBind, SystemEntry};
 use crate::version::{BwrapVersion, MIN_VERSION};
 use crate::{BwrapSubstrate, reaper, seccomp};
 
@@ -56,7 +56,7 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
         .await?;
     let mut teardown = BwrapTeardown {
         egress: None,
-        capped_workdir: None,
+        mounts: Vec::new(),
         child: None,
         sandbox_pid: None,
         cgroup: None,
@@ -66,11 +66,12 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
     let result = async {
         let layout = spec
             .run_phase(BootPhase::Stage, |_| async {
-                let layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
+                let mut layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
                 teardown.root = Some(layout.root.clone());
+                layout.expose(&pre.unreachable, &mut teardown.mounts)?;
                 if let Some(bytes) = spec.limits.disk_bytes {
                     layout.cap_workdir(bytes, pre.host_id)?;
-                    teardown.capped_workdir = Some(layout.workdir.clone());
+                    teardown.mounts.push(layout.workdir.clone());
                 }
                 let cgroup = Cgroup::create(&layout.name, &spec.limits)?;
                 if let Some(cg) = &cgroup {
@@ -113,6 +114,8 @@ struct Preflight {
     egress: Option<EgressPolicy>,
     /// `Some((uid, gid))` when the caller is root and bwrap runs as this unprivileged id.
     host_id: Option<(u32, u32)>,
+    /// Bind sources that id cannot reach where they are.
+    unreachable: Vec<PathBuf>,
 }
 
 fn which(program: &Path) -> Option<PathBuf> {
@@ -191,13 +194,20 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
             ),
         ));
     }
+    let mut unreachable = Vec::new();
     let host_id = if nix::unistd::geteuid().is_root() {
         let id = SANDBOX_HOST_UID_BASE + random_u32()? % SANDBOX_HOST_UID_SPAN;
-        for path in [&node, &sub.node_modules, &sub.base_dir]
+        check_reachable_by_others(&sub.base_dir)?;
+        // Sources behind a directory others cannot search (a checkout under /root, say) are
+        // bound, read-only, into the boot directory first, where the sandbox's uid reaches
+        // them.
+        for path in [&node, &sub.node_modules]
             .into_iter()
             .chain(sub.extra_ro.iter().map(|b| &b.source))
         {
-            check_reachable_by_others(path)?;
+            if check_reachable_by_others(path).is_err() {
+                unreachable.push(path.clone());
+            }
         }
         Some((id, id))
     } else {
@@ -209,6 +219,7 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
         network,
         egress,
         host_id,
+        unreachable,
     })
 }
 
@@ -237,9 +248,9 @@ fn check_reachable_by_others(path: &Path) -> Result<()> {
                 "bwrap bind source",
                 format!(
                     "{} is not reachable by the sandbox: as root, each sandbox runs as its own \
-                     unprivileged uid, and {} has mode {:o}. Stage into a directory others can \
-                     traverse (e.g. `COMPUTERAGENT_STAGE_DIR=/var/lib/computeragent/stage`), or \
-                     run as a non-root user",
+                     unprivileged uid, and {} has mode {:o}. Pick a directory others can \
+                     traverse (the default is under the system temp dir), or run as a \
+                     non-root user",
                     path.display(),
                     cur.display(),
                     mode & 0o7777
@@ -254,6 +265,9 @@ fn check_reachable_by_others(path: &Path) -> Result<()> {
 #[derive(Debug)]
 struct Layout {
     name: String,
+    /// Host sources re-bound inside the boot directory (source → where the sandbox's uid
+    /// reaches it).
+    exposed: std::collections::HashMap<PathBuf, PathBuf>,
     root: PathBuf,
     run: PathBuf,
     workdir: PathBuf,
@@ -316,12 +330,46 @@ impl Layout {
             .map_err(|e| io("chmod", &harness, e))?;
         Ok(Self {
             name,
+            exposed: std::collections::HashMap::new(),
             socket: run.join("harness.sock"),
             root,
             run,
             workdir,
             harness,
         })
+    }
+
+    /// Binds each of `sources` read-only under `<root>/binds/`, recording the mount points in
+    /// `mounts` as they are made (so teardown undoes exactly what was done).
+    fn expose(&mut self, sources: &[PathBuf], mounts: &mut Vec<PathBuf>) -> Result<()> {
+        if sources.is_empty() {
+            return Ok(());
+        }
+        let dir = self.root.join("binds");
+        std::fs::create_dir(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+        for (i, source) in sources.iter().enumerate() {
+            let target = dir.join(i.to_string());
+            let made = if source.is_dir() {
+                std::fs::create_dir(&target)
+            } else {
+                std::fs::File::create(&target).map(drop)
+            };
+            made.map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+            crate::disk::bind_read_only(source, &target)?;
+            mounts.push(target.clone());
+            self.exposed.insert(source.clone(), target);
+        }
+        Ok(())
+    }
+
+    /// Where the sandbox's bwrap finds `source`.
+    fn source(&self, source: &Path) -> PathBuf {
+        self.exposed
+            .get(source)
+            .cloned()
+            .unwrap_or_else(|| source.to_path_buf())
     }
 
     /// Puts the workdir on its own `bytes`-sized filesystem, owned by the sandbox.
@@ -514,12 +562,19 @@ fn spawn_jail(
         etc_files: jail::default_etc_files(),
         passwd_fd: passwd.fd(),
         group_fd: group.fd(),
-        node: pre.node.clone(),
+        node: layout.source(&pre.node),
         harness: layout.harness.clone(),
-        node_modules: sub.node_modules.clone(),
+        node_modules: layout.source(&sub.node_modules),
         run_dir: layout.run.clone(),
         workdir: layout.workdir.clone(),
-        extra_ro: sub.extra_ro.clone(),
+        extra_ro: sub
+            .extra_ro
+            .iter()
+            .map(|b| ReadOnlyBind {
+                source: layout.source(&b.source),
+                dest: b.dest.clone(),
+            })
+            .collect(),
         network: pre.network,
         tmp_bytes: sub.tmp_bytes,
         seccomp_fds: filters.iter().map(Inherited::fd).collect(),
@@ -786,7 +841,7 @@ pub(crate) async fn spawn(
     }
     let mut teardown = BwrapTeardown {
         egress: None,
-        capped_workdir: None,
+        mounts: Vec::new(),
         child: None,
         sandbox_pid: None,
         cgroup: None,
@@ -794,11 +849,12 @@ pub(crate) async fn spawn(
         keep: spec.workdir == WorkdirPolicy::Keep,
     };
     let started = async {
-        let layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
+        let mut layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
         teardown.root = Some(layout.root.clone());
+        layout.expose(&pre.unreachable, &mut teardown.mounts)?;
         if let Some(bytes) = spec.limits.disk_bytes {
             layout.cap_workdir(bytes, pre.host_id)?;
-            teardown.capped_workdir = Some(layout.workdir.clone());
+            teardown.mounts.push(layout.workdir.clone());
         }
         teardown.cgroup = Cgroup::create(&layout.name, &spec.limits)?;
         if let Some(cg) = &teardown.cgroup {
@@ -910,8 +966,8 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec
 #[derive(Debug)]
 struct BwrapTeardown {
     egress: Option<EgressProxy>,
-    /// The workdir, while a size-capped filesystem is mounted on it.
-    capped_workdir: Option<PathBuf>,
+    /// Host mounts this boot made (re-bound sources, a size-capped workdir), in order.
+    mounts: Vec<PathBuf>,
     child: Option<Child>,
     sandbox_pid: Option<i32>,
     cgroup: Option<Cgroup>,
@@ -947,18 +1003,18 @@ impl BwrapTeardown {
         }
     }
 
-    /// Unmounts a size-capped workdir (its image stays with a kept boot directory).
-    fn unmount_workdir(&mut self) -> Result<()> {
-        let Some(workdir) = self.capped_workdir.take() else {
-            return Ok(());
-        };
-        if let Err(e) = crate::disk::unmount(&workdir) {
-            self.capped_workdir = Some(workdir);
-            return Err(e);
+    /// Undoes the boot's host mounts, newest first (a kept boot keeps a capped workdir's image).
+    fn unmount_all(&mut self) -> Result<()> {
+        while let Some(mount) = self.mounts.last() {
+            crate::disk::unmount(mount)?;
+            self.mounts.pop();
         }
-        if self.keep {
+        if self.keep
+            && let Some(root) = &self.root
+            && root.join(crate::disk::IMAGE).exists()
+        {
             tracing::info!(
-                image = %workdir.with_file_name(crate::disk::IMAGE).display(),
+                image = %root.join(crate::disk::IMAGE).display(),
                 "the kept workdir is in this image: `mount -o loop IMAGE DIR` to look inside"
             );
         }
@@ -966,11 +1022,14 @@ impl BwrapTeardown {
     }
 
     fn remove_files(&mut self) -> Result<()> {
-        if self.capped_workdir.is_some() {
-            // Never recurse into a mounted filesystem that failed to unmount.
+        if let Some(mount) = self.mounts.first() {
+            // Never recurse into a mount that failed to go: it may be a host directory.
             return Err(Error::invalid(
                 "teardown",
-                "the size-capped workdir is still mounted",
+                format!(
+                    "{} is still mounted; not removing the boot directory",
+                    mount.display()
+                ),
             ));
         }
         let Some(root) = self.root.take() else {
@@ -1012,7 +1071,7 @@ impl Teardown for BwrapTeardown {
             self.sandbox_pid = None;
         }
         self.egress = None;
-        let unmounted = self.unmount_workdir();
+        let unmounted = self.unmount_all();
         let cgroup = match self.cgroup.as_mut() {
             Some(cg) => cg.remove(),
             None => Ok(()),
@@ -1032,7 +1091,7 @@ impl Drop for BwrapTeardown {
         if let Some(cg) = self.cgroup.as_mut() {
             let _ = cg.remove();
         }
-        let _ = self.unmount_workdir();
+        let _ = self.unmount_all();
         let _ = self.remove_files();
     }
 }

@@ -97,6 +97,11 @@ pub fn reap_orphans(base: &Path) -> Result<Reaped> {
                 tracing::warn!(mount = %mount.display(), error = %e, "could not unmount a leftover workdir");
             }
         }
+        if !crate::disk::mounts_under(&dir).is_empty() {
+            // Never recurse into a mount: it may be a host directory.
+            tracing::warn!(dir = %dir.display(), "a leftover boot directory is still mounted; leaving it");
+            continue;
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => reaped.dirs.push(dir),
             Err(e) => {

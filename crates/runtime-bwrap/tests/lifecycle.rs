@@ -123,6 +123,55 @@ async fn shutdown_removes_everything_and_keep_keeps_the_workdir() {
     assert!(left[0].join("workdir").is_dir());
 }
 
+#[tokio::test]
+async fn as_root_sources_behind_private_directories_are_bound_in_and_unbound_after() {
+    if !nix_is_root() {
+        panic!("this test proves the root path: run the suite as root (CI does)");
+    }
+    let (substrate, base) = isolated();
+    // A node binary behind a directory only root can search, like a checkout under /root.
+    let private = base.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let node = private.join("node");
+    let real = which_node();
+    std::fs::copy(&real, &node).unwrap();
+    let harness = substrate
+        .node(&node)
+        .boot_harness(BootSpec::new("private"))
+        .await
+        .unwrap();
+    harness.client().unwrap().health().await.unwrap();
+    let boot = leftovers(base.path()).pop().unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mountinfo.contains(&boot.to_string_lossy().into_owned()),
+        "no bind mount was made"
+    );
+    harness.shutdown().await.unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(&boot.to_string_lossy().into_owned()),
+        "a bind mount was left"
+    );
+    assert!(leftovers(base.path()).is_empty());
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn which_node() -> PathBuf {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "command -v node"])
+        .output()
+        .unwrap();
+    std::fs::canonicalize(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+}
+
 /// No cgroup of a boot labelled `label` is left in any hierarchy.
 fn assert_no_cgroups_labelled(label: &str) {
     let mut found = Vec::new();

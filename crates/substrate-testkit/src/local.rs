@@ -317,6 +317,17 @@ impl Teardown for LocalTeardown {
             }
             self.signal_group(nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait().await;
+            // SIGKILL is delivered, not yet done: wait until the engine and its tools are gone
+            // too, so that "shut down" means no process is left.
+            if let Some(pgid) = self.pgid {
+                let group = nix::unistd::Pid::from_raw(-pgid);
+                for _ in 0..200 {
+                    if nix::sys::signal::kill(group, None).is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
             self.pgid = None;
         }
         self.remove_files()
