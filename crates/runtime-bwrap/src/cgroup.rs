@@ -391,6 +391,69 @@ mod tests {
     }
 
     #[test]
+    fn v2_enables_the_controllers_and_writes_each_limit() {
+        // A directory posing as a delegated cgroup2 subtree (/sys/fs/cgroup/app.slice/me).
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("app.slice/me");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(
+            own.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let mut cg = Cgroup {
+            dirs: Vec::new(),
+            procs: Vec::new(),
+            v2: false,
+        };
+        let limits = ResourceLimits::default()
+            .memory(256 << 20)
+            .cpu_millis(1500)
+            .pids(100);
+        // `cgroup.procs` of the new leaf is opened for writing: let it exist as a file.
+        let leaf = own.join("substrate-x");
+        let made = cg.setup_v2(root.path(), "/app.slice/me", "substrate-x", &limits);
+        // A plain directory has no `cgroup.procs` to open (the kernel makes one): everything
+        // before that last step was written.
+        let err = made.unwrap_err();
+        assert!(err.to_string().contains("cgroup.procs"), "{err}");
+        let read = |f: &str| std::fs::read_to_string(leaf.join(f)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(),
+            "+memory +cpu +pids"
+        );
+        assert_eq!(read("memory.max"), (256u64 << 20).to_string());
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("pids.max"), "100");
+        assert!(cg.v2);
+        assert_eq!(cg.dirs(), [leaf]);
+    }
+
+    #[test]
+    fn v2_without_a_delegated_controller_names_it() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu\n").unwrap();
+        let mut cg = Cgroup {
+            dirs: Vec::new(),
+            procs: Vec::new(),
+            v2: false,
+        };
+        let err = cg
+            .setup_v2(
+                root.path(),
+                "/",
+                "substrate-x",
+                &ResourceLimits::default().pids(10),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("pids controller is not delegated"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("Delegate=yes"), "{err}");
+    }
+
+    #[test]
     fn own_path_picks_the_controller_line() {
         let file = "9:name=systemd:/\n4:memory:/process_api/abc\n8:pids:/\n0::/user.slice/x\n";
         assert_eq!(own_path(file, Some("memory")), "/process_api/abc");

@@ -420,3 +420,38 @@ async fn the_isolation_probe_table_passes() {
         runtime_bwrap::probe::table(&results)
     );
 }
+
+#[tokio::test]
+async fn extra_binds_are_visible_and_read_only() {
+    let data = tempfile::Builder::new()
+        .prefix("bwrap-data-")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.path().join("dataset.csv"), "a,b\n1,2\n").unwrap();
+    std::fs::set_permissions(
+        data.path().join("dataset.csv"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let substrate = common::substrate().unwrap().read_only(data.path(), "/data");
+    let out = substrate
+        .exec(
+            &BootSpec::new("probe"),
+            [
+                "/bin/sh",
+                "-c",
+                "cat /data/dataset.csv; touch /data/new 2>/dev/null && echo wrote || echo refused; \
+                 echo x >> /data/dataset.csv 2>/dev/null && echo appended || echo refused",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "a,b\n1,2\nrefused\nrefused\n");
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("dataset.csv")).unwrap(),
+        "a,b\n1,2\n"
+    );
+}
