@@ -15,6 +15,7 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("ca-certificates", "update-ca-certificates"),
     ("bubblewrap", "bwrap"),
     ("e2fsprogs", "mkfs.ext4"),
+    ("iproute2", "ip"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {

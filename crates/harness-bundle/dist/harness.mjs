@@ -1261,33 +1261,41 @@ function loadEnvFd() {
     process.env[k] = v;
   }
 }
-function startEgressRelay() {
-  const socket = process.env.HARNESS_EGRESS_SOCKET;
-  if (!socket) return;
-  const raw = process.env.HARNESS_EGRESS_PORT ?? "3128";
-  const port = Number(raw);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    log("error", `HARNESS_EGRESS_PORT must be a port number, got ${JSON.stringify(raw)}`);
-    process.exit(2);
+function parseRelays(raw) {
+  return raw.split(",").filter((pair) => pair.trim() !== "").map((pair) => {
+    const eq = pair.indexOf("=");
+    const port = Number(pair.slice(0, eq));
+    const socket = pair.slice(eq + 1);
+    if (eq < 1 || !Number.isInteger(port) || port < 1 || port > 65535 || !socket.startsWith("/")) {
+      throw new Error(
+        `HARNESS_RELAYS must be comma-separated PORT=/absolute/socket pairs, got ${JSON.stringify(pair)}`
+      );
+    }
+    return { port, socket };
+  });
+}
+function startRelays() {
+  for (const { port, socket } of parseRelays(process.env.HARNESS_RELAYS ?? "")) {
+    const relay = net.createServer((inbound) => {
+      inbound.setNoDelay(true);
+      const outbound = net.connect(socket);
+      const close = () => {
+        inbound.destroy();
+        outbound.destroy();
+      };
+      inbound.on("error", close);
+      outbound.on("error", close);
+      inbound.on("close", close);
+      outbound.on("close", close);
+      inbound.pipe(outbound);
+      outbound.pipe(inbound);
+    });
+    relay.on("error", (e) => {
+      log("error", "relay failed", { port, socket, error: e.message });
+      process.exit(1);
+    });
+    relay.listen(port, "127.0.0.1", () => log("info", "relay listening", { port, socket }));
   }
-  const relay = net.createServer((inbound) => {
-    const outbound = net.connect(socket);
-    const close = () => {
-      inbound.destroy();
-      outbound.destroy();
-    };
-    inbound.on("error", close);
-    outbound.on("error", close);
-    inbound.on("close", close);
-    outbound.on("close", close);
-    inbound.pipe(outbound);
-    outbound.pipe(inbound);
-  });
-  relay.on("error", (e) => {
-    log("error", "egress relay failed", { error: e.message });
-    process.exit(1);
-  });
-  relay.listen(port, "127.0.0.1", () => log("info", "egress relay listening", { port }));
 }
 function main() {
   let config;
@@ -1304,7 +1312,12 @@ function main() {
   const sdk = claudeAgentSdk(config.nodeModules);
   engines.set(sdk.name, sdk);
   const harness = new Harness(config, engines);
-  startEgressRelay();
+  try {
+    startRelays();
+  } catch (e) {
+    log("error", e.message);
+    process.exit(2);
+  }
   const server = http.createServer((req, res) => void harness.handle(req, res));
   server.requestTimeout = 0;
   server.headersTimeout = 6e4;

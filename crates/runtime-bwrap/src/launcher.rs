@@ -15,13 +15,15 @@ use async_trait::async_trait;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use substrate_core::{
-    BootPhase, BootSpec, BootedHarness, Endpoint, Error, HarnessClient, NetworkPolicy, Result,
-    Secret, SubstrateKind, Teardown, WorkdirPolicy,
+    BootPhase, BootSpec, BootedHarness, Endpoint, EnvVars, Error, HarnessClient, NetworkPolicy,
+    Result, Secret, SubstrateKind, Teardown, WorkdirPolicy,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use substrate_egress::{EgressPolicy, EgressProxy, ProxyConfig};
+use substrate_egress::{
+    BrokerConfig, BrokerPlan, CredentialBroker, EgressPolicy, EgressProxy, ProxyConfig,
+};
 
 use crate::cgroup::Cgroup;
 use crate::jail::{self, JailCommand, JailConfig, JailNetwork, ReadOnlyBind, SystemEntry};
@@ -56,6 +58,7 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
         .await?;
     let mut teardown = BwrapTeardown {
         egress: None,
+        broker: None,
         mounts: Vec::new(),
         child: None,
         sandbox_pid: None,
@@ -80,6 +83,9 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
                 teardown.cgroup = cgroup;
                 if let Some(policy) = &pre.egress {
                     teardown.egress = Some(start_egress(sub, &spec, policy, &layout)?);
+                }
+                if let Some(plan) = &pre.broker {
+                    teardown.broker = Some(start_broker(&spec, plan, &layout)?);
                 }
                 Ok(layout)
             })
@@ -112,6 +118,8 @@ struct Preflight {
     network: JailNetwork,
     /// The allow-list, under `NetworkPolicy::Allow`.
     egress: Option<EgressPolicy>,
+    /// The brokered credentials, when the boot has any.
+    broker: Option<BrokerPlan>,
     /// `Some((uid, gid))` when the caller is root and bwrap runs as this unprivileged id.
     host_id: Option<(u32, u32)>,
     /// Bind sources that id cannot reach where they are.
@@ -154,6 +162,7 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
         NetworkPolicy::Allow(rules) => Some(EgressPolicy::from_rules(rules)?),
         _ => None,
     };
+    let broker = BrokerPlan::for_spec(spec, &format!("http://127.0.0.1:{BROKER_RELAY_PORT}"))?;
     let bwrap = which(&sub.bwrap).ok_or_else(|| Error::NotInstalled {
         tool: sub.bwrap.display().to_string(),
         hint: String::from(
@@ -218,6 +227,7 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
         node,
         network,
         egress,
+        broker,
         host_id,
         unreachable,
     })
@@ -436,17 +446,37 @@ fn system_entries() -> Vec<SystemEntry> {
 
 /// The JSON object the harness reads from `HARNESS_ENV_FD`: its token and the engine's
 /// variables (secret or not: none of them belongs in an argv).
-fn secret_env(token: &Secret, spec: &BootSpec) -> Result<Vec<u8>> {
+fn secret_env(token: &Secret, envs: &EnvVars) -> Result<Vec<u8>> {
     let mut map = serde_json::Map::new();
-    for (name, value) in spec.engine_envs.iter() {
+    for (name, value) in envs.iter() {
         map.insert(name.to_owned(), value.expose().into());
     }
     map.insert("HARNESS_TOKEN".into(), token.expose().into());
     serde_json::to_vec(&map).map_err(|e| Error::invalid("engine envs", e.to_string()))
 }
 
-/// The relay's port on the sandbox's own loopback.
+/// The egress proxy's relay port on the sandbox's own loopback.
 const EGRESS_RELAY_PORT: u16 = 3128;
+
+/// The credential broker's relay port on the sandbox's own loopback.
+const BROKER_RELAY_PORT: u16 = 3129;
+
+/// Makes a host socket in the run directory usable by the sandbox: only the sandbox reaches
+/// the run directory (mode 0700, its own uid), and the socket must accept that uid.
+fn open_to_sandbox(path: &Path) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
+}
+
+/// Starts the boot's credential broker on `<run>/broker.sock`, reachable from inside as
+/// `http://127.0.0.1:3129` through the harness's relay.
+fn start_broker(spec: &BootSpec, plan: &BrokerPlan, layout: &Layout) -> Result<CredentialBroker> {
+    let path = layout.run.join("broker.sock");
+    let broker = CredentialBroker::bind(&path, plan, BrokerConfig::new(spec.audit.clone()))
+        .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+    open_to_sandbox(&path)?;
+    Ok(broker)
+}
 
 /// Starts the boot's egress proxy on `<run>/egress.sock`, reachable from inside as
 /// `/run/harness/egress.sock`.
@@ -461,32 +491,32 @@ fn start_egress(
     let path = layout.run.join("egress.sock");
     let proxy = EgressProxy::bind(&path, config)
         .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
-    // Only the sandbox reaches the run directory (mode 0700, its own uid); the socket itself
-    // must accept the sandbox's uid.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    open_to_sandbox(&path)?;
     Ok(proxy)
 }
 
-/// The harness's and engines' variables under `allow`: the relay, and the proxy for clients.
-fn egress_env() -> Vec<(OsString, OsString)> {
-    let proxy = format!("http://127.0.0.1:{EGRESS_RELAY_PORT}");
-    let mut env: Vec<(OsString, OsString)> = vec![
-        (
-            "HARNESS_EGRESS_SOCKET".into(),
-            format!("{}/egress.sock", jail::RUN_DIR).into(),
-        ),
-        (
-            "HARNESS_EGRESS_PORT".into(),
-            EGRESS_RELAY_PORT.to_string().into(),
-        ),
-    ];
-    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-        env.push((name.into(), proxy.clone().into()));
+/// The harness's and engines' variables for the host services this boot has: the relays
+/// (egress proxy, credential broker), and under `allow` the proxy for clients.
+fn relay_env(pre: &Preflight) -> Vec<(OsString, OsString)> {
+    let mut relays = Vec::new();
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    if pre.egress.is_some() {
+        relays.push(format!("{EGRESS_RELAY_PORT}={}/egress.sock", jail::RUN_DIR));
+        let proxy = format!("http://127.0.0.1:{EGRESS_RELAY_PORT}");
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.push((name.into(), proxy.clone().into()));
+        }
+        // The sandbox's own loopback (a dev server the agent starts, the broker's relay) is
+        // not the host's.
+        for name in ["NO_PROXY", "no_proxy"] {
+            env.push((name.into(), "localhost,127.0.0.1,::1".into()));
+        }
     }
-    // The sandbox's own loopback (a dev server the agent starts) is not the host's.
-    for name in ["NO_PROXY", "no_proxy"] {
-        env.push((name.into(), "localhost,127.0.0.1,::1".into()));
+    if pre.broker.is_some() {
+        relays.push(format!("{BROKER_RELAY_PORT}={}/broker.sock", jail::RUN_DIR));
+    }
+    if !relays.is_empty() {
+        env.push(("HARNESS_RELAYS".into(), relays.join(",").into()));
     }
     env
 }
@@ -689,12 +719,12 @@ async fn start(
 ) -> Result<()> {
     let spawned = spec
         .run_phase(BootPhase::Spawn, |_| async {
-            let secrets = secret_env(token, spec)?;
-            let env = if pre.egress.is_some() {
-                egress_env()
-            } else {
-                Vec::new()
-            };
+            let envs = pre
+                .broker
+                .as_ref()
+                .map_or(&spec.engine_envs, |b| &b.engine_envs);
+            let secrets = secret_env(token, envs)?;
+            let env = relay_env(pre);
             spawn_jail(
                 sub,
                 pre,
@@ -841,6 +871,7 @@ pub(crate) async fn spawn(
     }
     let mut teardown = BwrapTeardown {
         egress: None,
+        broker: None,
         mounts: Vec::new(),
         child: None,
         sandbox_pid: None,
@@ -966,6 +997,7 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec
 #[derive(Debug)]
 struct BwrapTeardown {
     egress: Option<EgressProxy>,
+    broker: Option<CredentialBroker>,
     /// Host mounts this boot made (re-bound sources, a size-capped workdir), in order.
     mounts: Vec<PathBuf>,
     child: Option<Child>,
@@ -1071,6 +1103,7 @@ impl Teardown for BwrapTeardown {
             self.sandbox_pid = None;
         }
         self.egress = None;
+        self.broker = None;
         let unmounted = self.unmount_all();
         let cgroup = match self.cgroup.as_mut() {
             Some(cg) => cg.remove(),

@@ -4,10 +4,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
 
 use serde_json::json;
+use substrate_core::Substrate;
 use substrate_core::client::ChatSession;
 use substrate_core::protocol::{CreateSession, EndReason};
-use substrate_core::{BootSpec, NetworkPolicy, Substrate};
-use substrate_testkit::conformance::scripted_engine_envs;
+use substrate_testkit::conformance::scripted_boot_spec;
 use substrate_testkit::model::{Reply, Script, ScriptedModel};
 
 mod common;
@@ -24,17 +24,14 @@ async fn the_agents_bash_tool_runs_inside_the_jail() {
     )
     .await
     .unwrap();
-    // The model is reached through the `allow` path, as a real run reaches the real API.
-    let substrate = common::substrate()
-        .unwrap()
-        .egress_host("model.test", "127.0.0.1".parse().unwrap());
+    // The model is reached through the credential broker, as a real run reaches the real API.
+    let substrate = common::substrate().unwrap();
     let harness = substrate
-        .boot_harness(BootSpec::new("e2e").network(NetworkPolicy::Allow(vec!["model.test".into()])))
+        .boot_harness(scripted_boot_spec("e2e", &model.base_url()))
         .await
         .unwrap();
     let client = harness.client().unwrap();
-    let mut request = CreateSession::new("claude-agent-sdk");
-    request.envs = scripted_engine_envs(&common::via_proxy(&model.base_url()));
+    let request = CreateSession::new("claude-agent-sdk");
     let mut chat = ChatSession::start(client.clone(), request).await.unwrap();
     let outcome = chat.ask("Look around").await.unwrap();
     assert_eq!(outcome.result_text(), Some("Done."));

@@ -11,6 +11,57 @@ use std::time::Duration;
 pub enum BoundaryEvent {
     /// The egress proxy decided on a connection.
     Egress(EgressDecision),
+    /// The credential broker handled (or refused) a request. Never holds a secret.
+    Broker(BrokerRequest),
+}
+
+/// One request through the credential broker.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRequest {
+    /// The brokered upstream's name (`anthropic`, `github`), or the path asked for when it
+    /// named none.
+    pub upstream: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The path below the upstream's base URL (without the query, which may hold secrets).
+    pub path: String,
+    /// Whether the request was forwarded.
+    pub allowed: bool,
+    /// The status returned to the sandbox.
+    pub status: u16,
+    /// Why it was refused or failed.
+    pub reason: Option<String>,
+    /// Request body bytes forwarded.
+    pub bytes_up: u64,
+    /// Response body bytes returned.
+    pub bytes_down: u64,
+    /// Until the response's first byte reached the broker (the upstream's time to answer).
+    pub first_byte: Duration,
+    /// Until the response ended.
+    pub duration: Duration,
+}
+
+impl BrokerRequest {
+    /// A request to `upstream` by `method` for `path`, before anything happened.
+    pub fn new(
+        upstream: impl Into<String>,
+        method: impl Into<String>,
+        path: impl Into<String>,
+    ) -> Self {
+        Self {
+            upstream: upstream.into(),
+            method: method.into(),
+            path: path.into(),
+            allowed: false,
+            status: 0,
+            reason: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            first_byte: Duration::ZERO,
+            duration: Duration::ZERO,
+        }
+    }
 }
 
 /// The egress proxy's decision on one connection, and what went through it.

@@ -256,6 +256,10 @@ pub struct BootSpec {
     pub progress: ProgressSink,
     /// Where boundary events (egress decisions, …) are reported.
     pub audit: crate::audit::AuditSink,
+    /// Whether credentials stay on the host (the default) or go into the sandbox.
+    pub credentials: crate::credential::CredentialMode,
+    /// Upstreams besides the model whose credentials the host fills in.
+    pub brokered: Vec<crate::credential::BrokeredUpstream>,
 }
 
 impl BootSpec {
@@ -300,6 +304,20 @@ impl BootSpec {
     /// Sets where boundary events go.
     pub fn audit(mut self, sink: crate::audit::AuditSink) -> Self {
         self.audit = sink;
+        self
+    }
+
+    /// Declares an upstream whose credential stays on the host (see
+    /// [`crate::credential`]).
+    pub fn broker(mut self, upstream: crate::credential::BrokeredUpstream) -> Self {
+        self.brokered.push(upstream);
+        self
+    }
+
+    /// Puts the engine's credentials into the sandbox as given instead of brokering them.
+    /// Unsafe: anything the agent runs can read the real keys.
+    pub fn unsafe_keys_in_sandbox(mut self) -> Self {
+        self.credentials = crate::credential::CredentialMode::UnsafeKeysInSandbox;
         self
     }
 

@@ -9,18 +9,20 @@ pub mod audit;
 pub mod boot;
 pub mod client;
 pub mod command;
+pub mod credential;
 pub mod error;
 pub mod protocol;
 pub mod secret;
 pub mod substrate;
 
-pub use audit::{AuditSink, BoundaryEvent, EgressDecision};
+pub use audit::{AuditSink, BoundaryEvent, BrokerRequest, EgressDecision};
 pub use boot::{
     BootEvent, BootPhase, BootSpec, NetworkPolicy, PhaseDeadlines, PhaseProbe, ProgressSink,
     ResourceLimits, WorkdirPolicy,
 };
 pub use client::{ChatSession, EventStream, HarnessClient};
 pub use command::CommandSpec;
+pub use credential::{BrokeredUpstream, CredentialHeader, CredentialMode};
 pub use error::{Error, ErrorKind, Result};
 pub use secret::{EnvValue, EnvVars, Secret};
 pub use substrate::{

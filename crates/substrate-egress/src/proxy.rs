@@ -2,19 +2,35 @@
 //! process, one task per connection.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use substrate_core::{AuditSink, BoundaryEvent, EgressDecision};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
-use crate::policy::EgressPolicy;
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+
+use crate::policy::{EgressPolicy, ip_literal};
+use crate::sni::{self, Hello};
+use crate::vet;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// The relay's buffer per direction: large enough that a bulk download costs few syscalls.
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// A TLS fatal alert `unrecognized_name`: what a tunnel whose server name was refused gets,
+/// so the client's TLS stack reports a clear failure instead of a bare reset.
+const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
 /// How the proxy decides and where it reports.
 #[derive(Debug, Clone)]
@@ -23,10 +39,21 @@ pub struct ProxyConfig {
     pub policy: EgressPolicy,
     /// Where decisions go.
     pub audit: AuditSink,
-    /// Names answered without DNS (tests, split-horizon setups): name → addresses.
-    pub hosts: HashMap<String, Vec<std::net::IpAddr>>,
+    /// Names answered without DNS: name → addresses. The caller chose them, so they are
+    /// trusted as given (an internal mirror, a test upstream on loopback); everything DNS
+    /// answers is vetted.
+    pub hosts: HashMap<String, Vec<IpAddr>>,
+    /// The DNS servers asked (UDP, then TCP); `None`: the host's `/etc/resolv.conf`.
+    pub name_servers: Option<Vec<SocketAddr>>,
     /// How long a connect to an upstream may take.
     pub connect_timeout: Duration,
+    /// How long a client may take to send its request head (and, on port 443, its TLS
+    /// ClientHello).
+    pub head_timeout: Duration,
+    /// A connection with no byte in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once; one more is refused with 503 and reported.
+    pub max_connections: usize,
 }
 
 impl ProxyConfig {
@@ -36,7 +63,11 @@ impl ProxyConfig {
             policy,
             audit,
             hosts: HashMap::new(),
+            name_servers: None,
             connect_timeout: Duration::from_secs(10),
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 64,
         }
     }
 }
@@ -53,16 +84,26 @@ impl EgressProxy {
     pub fn bind(path: impl Into<PathBuf>, config: ProxyConfig) -> std::io::Result<Self> {
         let path = path.into();
         let _ = std::fs::remove_file(&path);
+        let resolver = build_resolver(config.name_servers.as_deref())?;
         let listener = UnixListener::bind(&path)?;
-        let config = Arc::new(config);
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        let shared = Arc::new(Shared { config, resolver });
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((stream, _)) => {
-                            let config = config.clone();
-                            connections.spawn(async move { serve(stream, &config).await });
+                            let shared = shared.clone();
+                            match slots.clone().try_acquire_owned() {
+                                Ok(slot) => connections.spawn(async move {
+                                    serve(stream, &shared).await;
+                                    drop(slot);
+                                }),
+                                Err(_) => connections.spawn(async move {
+                                    refuse_over_cap(stream, &shared).await;
+                                }),
+                            };
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "egress proxy: accept failed");
@@ -87,6 +128,38 @@ impl Drop for EgressProxy {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The configuration and the resolver every connection shares.
+struct Shared {
+    config: ProxyConfig,
+    resolver: TokioResolver,
+}
+
+fn build_resolver(name_servers: Option<&[SocketAddr]>) -> std::io::Result<TokioResolver> {
+    let builder = match name_servers {
+        None => TokioResolver::builder_tokio().map_err(std::io::Error::other)?,
+        Some(servers) => {
+            let mut group = NameServerConfigGroup::new();
+            for addr in servers {
+                group.push(NameServerConfig::new(*addr, Protocol::Udp));
+                group.push(NameServerConfig::new(*addr, Protocol::Tcp));
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, Vec::new(), group),
+                TokioConnectionProvider::default(),
+            )
+        }
+    };
+    Ok(builder.build())
+}
+
+/// Why a connection did not happen.
+enum Refused {
+    /// Policy: every address the name has is one the sandbox must not reach (403).
+    Denied(String),
+    /// The upstream could not be reached (502).
+    Failed(String),
 }
 
 /// What the client asked for.
@@ -184,52 +257,184 @@ fn parse_target(buf: &[u8]) -> Result<Option<(Target, usize)>, String> {
     )))
 }
 
-async fn resolve(config: &ProxyConfig, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    let bare = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
-    if let Some(addrs) = config.hosts.get(bare.trim_end_matches('.')) {
+/// The addresses the proxy may connect to for `host`: an IP literal only under a CIDR rule,
+/// pinned names as given, DNS answers only when they pass [`vet::refusal`] (or a CIDR rule
+/// names their special block on purpose).
+async fn vetted_addresses(
+    shared: &Shared,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Refused> {
+    let policy = &shared.config.policy;
+    if let Some(ip) = ip_literal(host) {
+        // `matching` already required a CIDR rule for it.
+        return match policy.address_rule(ip, port) {
+            Some(_) => Ok(vec![SocketAddr::new(ip, port)]),
+            None => Err(Refused::Denied(format!("no address rule allows {ip}"))),
+        };
+    }
+    let bare = host.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(addrs) = shared.config.hosts.get(&bare) {
         return Ok(addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
     }
-    Ok(tokio::net::lookup_host((bare.as_str(), port))
-        .await?
-        .collect())
+    // A trailing dot: the name as given, never a search-domain expansion.
+    let lookup = shared
+        .resolver
+        .lookup_ip(format!("{bare}."))
+        .await
+        .map_err(|e| Refused::Failed(format!("cannot resolve {bare}: {e}")))?;
+    let mut allowed = Vec::new();
+    let mut refused = Vec::new();
+    for ip in lookup.iter() {
+        match vet::refusal(ip) {
+            Some(_) if policy.address_rule(ip, port).is_some() => {
+                allowed.push(SocketAddr::new(ip, port))
+            }
+            None => allowed.push(SocketAddr::new(ip, port)),
+            Some(why) => refused.push(format!("{ip} ({why})")),
+        }
+    }
+    if allowed.is_empty() {
+        return Err(if refused.is_empty() {
+            Refused::Failed(format!("{bare} has no address"))
+        } else {
+            Refused::Denied(format!("{bare} resolves only to {}", refused.join(", ")))
+        });
+    }
+    Ok(allowed)
 }
 
-async fn serve(mut client: UnixStream, config: &ProxyConfig) {
-    let started = Instant::now();
-    let mut buf = Vec::with_capacity(4096);
-    let (target, head_len) = loop {
+/// Reads until the request head is complete: the target and where the head ends in `buf`.
+/// `Err` holds the status and message already due to the client.
+async fn read_head(
+    client: &mut UnixStream,
+    buf: &mut Vec<u8>,
+) -> Result<(Target, usize), Option<(&'static str, String)>> {
+    loop {
         let mut chunk = [0u8; 4096];
         let n = match client.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return Err(None),
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        match parse_target(&buf) {
-            Ok(Some(parsed)) => break parsed,
+        match parse_target(buf) {
+            Ok(Some(parsed)) => return Ok(parsed),
             Ok(None) if buf.len() < MAX_HEAD => continue,
             Ok(None) => {
-                respond(
-                    &mut client,
+                return Err(Some((
                     "431 Request Header Fields Too Large",
-                    "request head too large",
-                )
-                .await;
-                return;
+                    String::from("request head too large"),
+                )));
             }
-            Err(why) => {
-                respond(&mut client, "400 Bad Request", &why).await;
-                return;
+            Err(why) => return Err(Some(("400 Bad Request", why))),
+        }
+    }
+}
+
+/// Reads the request head within the head timeout, answering the client itself when it
+/// cannot be read.
+async fn head_or_answer(
+    shared: &Shared,
+    client: &mut UnixStream,
+    buf: &mut Vec<u8>,
+) -> Option<(Target, usize)> {
+    match tokio::time::timeout(shared.config.head_timeout, read_head(client, buf)).await {
+        Ok(Ok(parsed)) => Some(parsed),
+        Ok(Err(Some((status, why)))) => {
+            respond(client, status, &why).await;
+            None
+        }
+        Ok(Err(None)) => None,
+        Err(_) => {
+            respond(
+                client,
+                "408 Request Timeout",
+                "no complete request head in time",
+            )
+            .await;
+            None
+        }
+    }
+}
+
+/// A connection beyond the cap: its request is read (so the event names the target), refused
+/// with 503 and reported.
+async fn refuse_over_cap(mut client: UnixStream, shared: &Shared) {
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let Some((target, _)) = head_or_answer(shared, &mut client, &mut buf).await else {
+        return;
+    };
+    let why = format!(
+        "the sandbox already has {} connections open, its cap",
+        shared.config.max_connections
+    );
+    let mut decision = EgressDecision::new(false, &target.host, target.port, &target.method);
+    decision.reason = Some(why.clone());
+    decision.duration = started.elapsed();
+    respond(&mut client, "503 Service Unavailable", &why).await;
+    shared.config.audit.emit(BoundaryEvent::Egress(decision));
+}
+
+/// For a CONNECT to port 443 of a name: the TLS ClientHello the client sends first must name
+/// the same host, or the tunnel is refused (an allowed front must not carry TLS for another
+/// name). Reads into `buf` past `from`.
+async fn check_server_name(
+    shared: &Shared,
+    client: &mut UnixStream,
+    buf: &mut Vec<u8>,
+    from: usize,
+    host: &str,
+) -> Result<(), String> {
+    let read = async {
+        loop {
+            match sni::client_hello(&buf[from..]) {
+                Hello::Incomplete => {}
+                Hello::ServerName(Some(name)) if sni::sni_matches(host, &name) => return Ok(()),
+                Hello::ServerName(Some(name)) => {
+                    return Err(format!(
+                        "the TLS server name `{name}` differs from the CONNECT host `{host}`"
+                    ));
+                }
+                Hello::ServerName(None) => {
+                    return Err(String::from("the TLS ClientHello names no server"));
+                }
+                Hello::NotTls(why) => return Err(format!("not a TLS ClientHello: {why}")),
+            }
+            let mut chunk = [0u8; 4096];
+            match client.read(&mut chunk).await {
+                Ok(0) | Err(_) => {
+                    return Err(String::from("the client closed before its TLS ClientHello"));
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
     };
+    match tokio::time::timeout(shared.config.head_timeout, read).await {
+        Ok(result) => result,
+        Err(_) => Err(String::from("no TLS ClientHello in time")),
+    }
+}
 
+async fn serve(mut client: UnixStream, shared: &Shared) {
+    let config = &shared.config;
+    let started = Instant::now();
+    let mut buf = Vec::with_capacity(4096);
+    let Some((target, head_len)) = head_or_answer(shared, &mut client, &mut buf).await else {
+        return;
+    };
     let mut decision = EgressDecision::new(false, &target.host, target.port, &target.method);
-    let Some(rule) = config.policy.matching(&target.host) else {
-        decision.reason = Some(String::from("no allow rule matches this host"));
+    let deny = |mut decision: EgressDecision, why: String| {
+        decision.allowed = false;
+        decision.reason = Some(why);
         decision.duration = started.elapsed();
+        config.audit.emit(BoundaryEvent::Egress(decision));
+    };
+    let Some(rule) = config.policy.matching(&target.host, target.port) else {
+        let why = match ip_literal(&target.host) {
+            Some(_) => "no address rule allows this IP target",
+            None => "no allow rule matches this host and port",
+        };
         respond(
             &mut client,
             "403 Forbidden",
@@ -239,66 +444,155 @@ async fn serve(mut client: UnixStream, config: &ProxyConfig) {
             ),
         )
         .await;
-        config.audit.emit(BoundaryEvent::Egress(decision));
+        deny(decision, why.to_owned());
         return;
     };
     decision.allowed = true;
     decision.rule = Some(rule.to_string());
 
-    let upstream = match connect(config, &target).await {
+    let mut upstream = match connect(shared, &target).await {
         Ok((stream, addr)) => {
             decision.address = Some(addr.to_string());
             stream
         }
-        Err(why) => {
-            decision.reason = Some(why.clone());
-            decision.duration = started.elapsed();
+        Err(Refused::Denied(why)) => {
+            respond(
+                &mut client,
+                "403 Forbidden",
+                &format!("egress denied: {why}"),
+            )
+            .await;
+            deny(decision, why);
+            return;
+        }
+        Err(Refused::Failed(why)) => {
             respond(&mut client, "502 Bad Gateway", &why).await;
+            decision.reason = Some(why);
+            decision.duration = started.elapsed();
             config.audit.emit(BoundaryEvent::Egress(decision));
             return;
         }
     };
-    let mut upstream = upstream;
+    if target.forward_head.is_none() {
+        if client
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if target.port == 443
+            && ip_literal(&target.host).is_none()
+            && let Err(why) =
+                check_server_name(shared, &mut client, &mut buf, head_len, &target.host).await
+        {
+            let _ = client.write_all(&ALERT_UNRECOGNIZED_NAME).await;
+            let _ = client.shutdown().await;
+            deny(decision, why);
+            return;
+        }
+    }
     let early = &buf[head_len..];
     let setup = async {
-        match &target.forward_head {
-            None => {
-                client
-                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-                    .await?;
-            }
-            Some(head) => upstream.write_all(head).await?,
+        if let Some(head) = &target.forward_head {
+            upstream.write_all(head).await?;
         }
         upstream.write_all(early).await
     };
     if let Err(e) = setup.await {
         decision.reason = Some(format!("relay failed: {e}"));
     } else {
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => {
-                decision.bytes_up = up + early.len() as u64;
-                decision.bytes_down = down;
-            }
-            Err(e) => decision.reason = Some(format!("relay ended: {e}")),
-        }
+        let outcome = relay(client, upstream, config.idle_timeout).await;
+        decision.bytes_up = outcome.up + early.len() as u64;
+        decision.bytes_down = outcome.down;
+        decision.reason = outcome.ended;
     }
     decision.duration = started.elapsed();
     config.audit.emit(BoundaryEvent::Egress(decision));
 }
 
-async fn connect(config: &ProxyConfig, target: &Target) -> Result<(TcpStream, SocketAddr), String> {
-    let addrs = resolve(config, &target.host, target.port)
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", target.host))?;
-    let mut last = format!("{} has no address", target.host);
+async fn connect(shared: &Shared, target: &Target) -> Result<(TcpStream, SocketAddr), Refused> {
+    let addrs = vetted_addresses(shared, &target.host, target.port).await?;
+    let mut last = String::new();
     for addr in addrs {
-        match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok((stream, addr)),
+        match tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, addr));
+            }
             Ok(Err(e)) => last = format!("connect to {addr}: {e}"),
             Err(_) => last = format!("connect to {addr}: timed out"),
         }
     }
-    Err(last)
+    Err(Refused::Failed(last))
+}
+
+/// What a relay moved, and why it ended if not by both sides closing.
+struct RelayOutcome {
+    up: u64,
+    down: u64,
+    ended: Option<String>,
+}
+
+/// Copies one direction until EOF, then half-closes the writer. Every read stamps `last`
+/// (milliseconds since `epoch`) for the idle watchdog.
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    epoch: Instant,
+    last: &AtomicU64,
+    moved: &AtomicU64,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; RELAY_BUFFER];
+    loop {
+        let n = from.read(&mut buf).await?;
+        last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Both directions until both close, one fails, or nothing moved for `idle`.
+async fn relay(client: UnixStream, upstream: TcpStream, idle: Duration) -> RelayOutcome {
+    let epoch = Instant::now();
+    let last = AtomicU64::new(0);
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let both = async {
+        tokio::try_join!(
+            pump(client_read, upstream_write, epoch, &last, &up),
+            pump(upstream_read, client_write, epoch, &last, &down),
+        )
+    };
+    let watchdog = async {
+        let tick = (idle / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            let quiet = epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if quiet >= idle {
+                return;
+            }
+        }
+    };
+    let ended = tokio::select! {
+        result = both => result.err().map(|e| format!("relay ended: {e}")),
+        () = watchdog => Some(format!("closed after {} s without traffic", idle.as_secs_f64())),
+    };
+    RelayOutcome {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        ended,
+    }
 }
 
 #[cfg(test)]

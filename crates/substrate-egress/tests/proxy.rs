@@ -187,3 +187,129 @@ async fn malformed_requests_get_400() {
         assert!(reply.starts_with("HTTP/1.1 400"), "{req:?}: {reply}");
     }
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_get_503_and_are_reported() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    // Holds every connection open until its client closes, as servers do.
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = upstream.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+            });
+        }
+    });
+    let decisions: Arc<Mutex<Vec<EgressDecision>>> = Arc::default();
+    let sink = decisions.clone();
+    let mut config = ProxyConfig::new(
+        EgressPolicy::from_rules(["held.test"]).unwrap(),
+        AuditSink::new(move |e| {
+            if let BoundaryEvent::Egress(d) = e {
+                sink.lock().unwrap().push(d)
+            }
+        }),
+    );
+    config.max_connections = 2;
+    config
+        .hosts
+        .insert("held.test".into(), vec!["127.0.0.1".parse().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = EgressProxy::bind(dir.path().join("egress.sock"), config).unwrap();
+    let connect = format!("CONNECT held.test:{port} HTTP/1.1\r\n\r\n");
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = UnixStream::connect(proxy.path()).await.unwrap();
+        s.write_all(connect.as_bytes()).await.unwrap();
+        let mut head = [0u8; 39];
+        s.read_exact(&mut head).await.unwrap();
+        assert!(head.starts_with(b"HTTP/1.1 200"));
+        open.push(s);
+    }
+    let mut third = UnixStream::connect(proxy.path()).await.unwrap();
+    third.write_all(connect.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    third.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("2 connections"), "{reply}");
+    let d = decisions.lock().unwrap().clone();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(!d[0].allowed && d[0].host == "held.test", "{d:?}");
+
+    // A slot freed is a slot reusable.
+    drop(open.pop());
+    for _ in 0..100 {
+        let mut s = UnixStream::connect(proxy.path()).await.unwrap();
+        s.write_all(connect.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        if &head == b"HTTP/1.1 200" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the freed slot was never reused");
+}
+
+#[tokio::test]
+async fn idle_tunnels_are_closed_and_slow_heads_time_out() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (s, _) = upstream.accept().await.unwrap();
+            held.push(s);
+        }
+    });
+    let decisions: Arc<Mutex<Vec<EgressDecision>>> = Arc::default();
+    let sink = decisions.clone();
+    let mut config = ProxyConfig::new(
+        EgressPolicy::from_rules(["idle.test"]).unwrap(),
+        AuditSink::new(move |e| {
+            if let BoundaryEvent::Egress(d) = e {
+                sink.lock().unwrap().push(d)
+            }
+        }),
+    );
+    config.idle_timeout = std::time::Duration::from_millis(300);
+    config.head_timeout = std::time::Duration::from_millis(300);
+    config
+        .hosts
+        .insert("idle.test".into(), vec!["127.0.0.1".parse().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = EgressProxy::bind(dir.path().join("egress.sock"), config).unwrap();
+
+    let started = std::time::Instant::now();
+    let mut s = UnixStream::connect(proxy.path()).await.unwrap();
+    s.write_all(format!("CONNECT idle.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the idle tunnel was closed")
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let d = decisions.lock().unwrap().clone();
+    assert!(
+        d[0].reason
+            .as_deref()
+            .is_some_and(|r| r.contains("without traffic")),
+        "{d:?}"
+    );
+
+    let mut slow = UnixStream::connect(proxy.path()).await.unwrap();
+    slow.write_all(b"CONNECT idle.te").await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_string(&mut reply),
+    )
+    .await
+    .expect("the slow head was answered")
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+}

@@ -5,6 +5,8 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod dns;
 pub mod local;
 pub mod model;
+pub mod netns;
 pub mod stage;

@@ -41,37 +41,51 @@ function loadEnvFd(): void {
 }
 
 /**
- * The in-sandbox end of the `allow` network policy: a TCP listener on 127.0.0.1 (what
- * HTTP(S)_PROXY point at) that pipes every connection to the host's egress proxy through the
- * Unix socket HARNESS_EGRESS_SOCKET. The sandbox itself has no route out.
+ * The in-sandbox ends of host services: for each `PORT=SOCKET` pair of HARNESS_RELAYS
+ * (comma-separated), a TCP listener on 127.0.0.1:PORT that pipes every connection to the Unix
+ * socket SOCKET, which the runtime bound in from the host. The egress proxy of the `allow`
+ * network policy (what HTTP(S)_PROXY point at) and the credential broker (what
+ * ANTHROPIC_BASE_URL points at) are reached this way; the sandbox itself has no route out.
  */
-function startEgressRelay(): void {
-  const socket = process.env.HARNESS_EGRESS_SOCKET;
-  if (!socket) return;
-  const raw = process.env.HARNESS_EGRESS_PORT ?? "3128";
-  const port = Number(raw);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    log("error", `HARNESS_EGRESS_PORT must be a port number, got ${JSON.stringify(raw)}`);
-    process.exit(2);
+function parseRelays(raw: string): Array<{ port: number; socket: string }> {
+  return raw
+    .split(",")
+    .filter((pair) => pair.trim() !== "")
+    .map((pair) => {
+      const eq = pair.indexOf("=");
+      const port = Number(pair.slice(0, eq));
+      const socket = pair.slice(eq + 1);
+      if (eq < 1 || !Number.isInteger(port) || port < 1 || port > 65535 || !socket.startsWith("/")) {
+        throw new Error(
+          `HARNESS_RELAYS must be comma-separated PORT=/absolute/socket pairs, got ${JSON.stringify(pair)}`,
+        );
+      }
+      return { port, socket };
+    });
+}
+
+function startRelays(): void {
+  for (const { port, socket } of parseRelays(process.env.HARNESS_RELAYS ?? "")) {
+    const relay = net.createServer((inbound) => {
+      inbound.setNoDelay(true);
+      const outbound = net.connect(socket);
+      const close = () => {
+        inbound.destroy();
+        outbound.destroy();
+      };
+      inbound.on("error", close);
+      outbound.on("error", close);
+      inbound.on("close", close);
+      outbound.on("close", close);
+      inbound.pipe(outbound);
+      outbound.pipe(inbound);
+    });
+    relay.on("error", (e) => {
+      log("error", "relay failed", { port, socket, error: e.message });
+      process.exit(1);
+    });
+    relay.listen(port, "127.0.0.1", () => log("info", "relay listening", { port, socket }));
   }
-  const relay = net.createServer((inbound) => {
-    const outbound = net.connect(socket);
-    const close = () => {
-      inbound.destroy();
-      outbound.destroy();
-    };
-    inbound.on("error", close);
-    outbound.on("error", close);
-    inbound.on("close", close);
-    outbound.on("close", close);
-    inbound.pipe(outbound);
-    outbound.pipe(inbound);
-  });
-  relay.on("error", (e) => {
-    log("error", "egress relay failed", { error: e.message });
-    process.exit(1);
-  });
-  relay.listen(port, "127.0.0.1", () => log("info", "egress relay listening", { port }));
 }
 
 function main(): void {
@@ -89,7 +103,12 @@ function main(): void {
   const sdk = claudeAgentSdk(config.nodeModules);
   engines.set(sdk.name, sdk);
   const harness = new Harness(config, engines);
-  startEgressRelay();
+  try {
+    startRelays();
+  } catch (e) {
+    log("error", (e as Error).message);
+    process.exit(2);
+  }
 
   const server = http.createServer((req, res) => void harness.handle(req, res));
   server.requestTimeout = 0; // event streams and large uploads are long-lived

@@ -33,6 +33,17 @@ pub fn scripted_engine_envs(model_base_url: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// A boot spec whose engine reaches the scripted model at `model_base_url` with a key given
+/// at boot, as a real run passes the real key: the runtime brokers it, so the sandbox holds a
+/// placeholder and the key never enters. Sessions then need no envs of their own.
+pub fn scripted_boot_spec(label: &str, model_base_url: &str) -> substrate_core::BootSpec {
+    scripted_engine_envs(model_base_url)
+        .into_iter()
+        .fold(substrate_core::BootSpec::new(label), |spec, (k, v)| {
+            spec.env(k, v)
+        })
+}
+
 /// One harness under test, with the scripted model its engine talks to.
 #[derive(Debug)]
 pub struct Ctx {
