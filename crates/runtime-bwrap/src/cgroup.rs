@@ -313,6 +313,20 @@ impl Cgroup {
         0
     }
 
+    /// How many forks the process limit refused (`pids.events`' `max`, v1 and v2).
+    pub fn pids_limit_hits(&self) -> u64 {
+        self.dirs
+            .iter()
+            .filter_map(|dir| std::fs::read_to_string(dir.join("pids.events")).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("max ").and_then(|v| v.trim().parse().ok()))
+                    .collect::<Vec<u64>>()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Kills whatever is still inside and removes the directories. Idempotent.
     pub fn remove(&mut self) -> Result<()> {
         self.procs.clear();

@@ -9,14 +9,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use substrate_core::{
-    BootPhase, BootSpec, BootedHarness, Endpoint, EnvVars, Error, HarnessClient, NetworkPolicy,
-    Result, Secret, SubstrateKind, Teardown, WorkdirPolicy,
+    AuditSink, BootPhase, BootSpec, BootedHarness, BoundaryEvent, Endpoint, EnvVars, Error,
+    ExitReason, HarnessClient, Limit, LimitHit, NetworkPolicy, ProcessExit, Result, Secret,
+    SubstrateKind, Teardown, TeardownReport, WorkdirPolicy,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -59,6 +60,10 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
     let mut teardown = BwrapTeardown {
         egress: None,
         broker: None,
+        audit: spec.audit.clone(),
+        label: spec.label.clone(),
+        started: Instant::now(),
+        reported: false,
         mounts: Vec::new(),
         child: None,
         sandbox_pid: None,
@@ -779,16 +784,62 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// Processes the memory limit killed.
     pub oom_kills: u64,
+    /// Forks the process limit refused.
+    pub pids_limit_hits: u64,
+    /// Why it ended, typed (also reported on the boot's audit sink).
+    pub reason: ExitReason,
 }
 
 impl std::fmt::Debug for ExecOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecOutput")
             .field("status", &self.status)
+            .field("reason", &self.reason)
             .field("stdout", &String::from_utf8_lossy(&self.stdout))
             .field("stderr", &String::from_utf8_lossy(&self.stderr))
             .field("oom_kills", &self.oom_kills)
+            .field("pids_limit_hits", &self.pids_limit_hits)
             .finish()
+    }
+}
+
+/// How a command in its own jail ended.
+#[derive(Debug, Clone, Copy)]
+pub struct JailExit {
+    /// bwrap's status (the command's exit code; a signal death as `128 + N`).
+    pub status: std::process::ExitStatus,
+    /// Why it ended, typed.
+    pub reason: ExitReason,
+    /// Processes the memory limit killed.
+    pub oom_kills: u64,
+    /// Forks the process limit refused.
+    pub pids_limit_hits: u64,
+}
+
+/// Why a jailed command ended. bwrap's init passes a signal death on as exit code `128 + N`
+/// (as shells do), so such codes count as the signal. A failure after the memory or pids limit
+/// stopped something is put down to that limit.
+fn exit_reason(
+    status: std::process::ExitStatus,
+    deadline: Option<Duration>,
+    oom_kills: u64,
+    pids_limit_hits: u64,
+) -> ExitReason {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(d) = deadline {
+        return ExitReason::Deadline(d);
+    }
+    if !status.success() && oom_kills > 0 {
+        return ExitReason::OutOfMemory;
+    }
+    if !status.success() && pids_limit_hits > 0 {
+        return ExitReason::PidsLimit;
+    }
+    match (status.code(), status.signal()) {
+        (Some(code), _) if (129..=192).contains(&code) => ExitReason::Signaled(code - 128),
+        (Some(code), _) => ExitReason::Exited(code),
+        (None, Some(sig)) => ExitReason::Signaled(sig),
+        (None, None) => ExitReason::Exited(-1),
     }
 }
 
@@ -797,6 +848,8 @@ impl std::fmt::Debug for ExecOutput {
 #[derive(Debug)]
 pub struct JailProcess {
     teardown: BwrapTeardown,
+    /// The command as a shell would show it, for its exit event.
+    command: String,
     stdout: Option<tokio::process::ChildStdout>,
     stderr: Option<tokio::process::ChildStderr>,
     run_dir: PathBuf,
@@ -829,19 +882,58 @@ impl JailProcess {
         self.teardown.sandbox_pid
     }
 
-    /// Waits for the command to exit, then removes the sandbox. Returns its status and how
-    /// many processes the memory limit killed.
-    pub async fn wait(mut self) -> Result<(std::process::ExitStatus, u64)> {
-        let status = match self.teardown.child.as_mut() {
-            Some(child) => child
-                .wait()
-                .await
-                .map_err(|e| Error::io("wait for bwrap", e))?,
-            None => return Err(Error::invalid("exec", "the sandbox is already gone")),
+    /// Waits for the command to exit, then removes the sandbox.
+    pub async fn wait(self) -> Result<JailExit> {
+        self.wait_for(None).await
+    }
+
+    /// Waits for the command to exit — or, when `deadline` expires first, kills everything in
+    /// the sandbox — then removes the sandbox. The exit, with its typed reason, is also
+    /// reported on the boot's audit sink.
+    pub async fn wait_for(mut self, deadline: Option<Duration>) -> Result<JailExit> {
+        let Some(child) = self.teardown.child.as_mut() else {
+            return Err(Error::invalid("exec", "the sandbox is already gone"));
         };
-        let oom_kills = self.teardown.cgroup.as_ref().map_or(0, Cgroup::oom_kills);
+        let waited = match deadline {
+            Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
+            None => Some(child.wait().await),
+        };
+        let (status, expired) = match waited {
+            Some(status) => (status.map_err(|e| Error::io("wait for bwrap", e))?, None),
+            None => {
+                // The sandbox's init takes its whole pid namespace with it.
+                self.teardown.kill_all();
+                let status = match self.teardown.child.as_mut() {
+                    Some(child) => child
+                        .wait()
+                        .await
+                        .map_err(|e| Error::io("wait for bwrap", e))?,
+                    None => return Err(Error::invalid("exec", "the sandbox is already gone")),
+                };
+                (status, deadline)
+            }
+        };
+        self.teardown.child = None;
+        let (oom_kills, pids_limit_hits) = self
+            .teardown
+            .cgroup
+            .as_ref()
+            .map_or((0, 0), |cg| (cg.oom_kills(), cg.pids_limit_hits()));
+        let reason = exit_reason(status, expired, oom_kills, pids_limit_hits);
+        self.teardown
+            .audit
+            .emit(BoundaryEvent::ProcessExit(ProcessExit::new(
+                self.command.clone(),
+                reason,
+                self.teardown.started.elapsed(),
+            )));
         self.teardown.shutdown().await?;
-        Ok((status, oom_kills))
+        Ok(JailExit {
+            status,
+            reason,
+            oom_kills,
+            pids_limit_hits,
+        })
     }
 
     /// Kills the sandbox and removes it.
@@ -860,6 +952,9 @@ pub(crate) async fn spawn(
     if argv.is_empty() {
         return Err(Error::invalid("exec", "no command given"));
     }
+    let command = substrate_core::CommandSpec::new(argv[0].clone())
+        .args(argv[1..].iter().cloned())
+        .to_string();
     let pre = preflight(sub, spec)?;
     if pre.egress.is_some() {
         return Err(Error::Unsupported {
@@ -872,6 +967,10 @@ pub(crate) async fn spawn(
     let mut teardown = BwrapTeardown {
         egress: None,
         broker: None,
+        audit: spec.audit.clone(),
+        label: spec.label.clone(),
+        started: Instant::now(),
+        reported: false,
         mounts: Vec::new(),
         child: None,
         sandbox_pid: None,
@@ -913,6 +1012,7 @@ pub(crate) async fn spawn(
     match started {
         Ok((layout, stdout, stderr)) => Ok(JailProcess {
             teardown,
+            command,
             stdout,
             stderr,
             run_dir: layout.run,
@@ -932,6 +1032,7 @@ pub(crate) async fn exec(
     sub: &BwrapSubstrate,
     spec: &BootSpec,
     argv: Vec<OsString>,
+    deadline: Option<Duration>,
 ) -> Result<ExecOutput> {
     use tokio::io::AsyncReadExt;
     let mut process = spawn(sub, spec, argv).await?;
@@ -946,12 +1047,14 @@ pub(crate) async fn exec(
     };
     let stdout = read_all(process.take_stdout().map(|p| Box::new(p) as _));
     let stderr = read_all(process.take_stderr().map(|p| Box::new(p) as _));
-    let (status, oom_kills) = process.wait().await?;
+    let exit = process.wait_for(deadline).await?;
     Ok(ExecOutput {
-        status,
+        status: exit.status,
+        reason: exit.reason,
         stdout: stdout.await.unwrap_or_default(),
         stderr: stderr.await.unwrap_or_default(),
-        oom_kills,
+        oom_kills: exit.oom_kills,
+        pids_limit_hits: exit.pids_limit_hits,
     })
 }
 
@@ -998,6 +1101,12 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec
 struct BwrapTeardown {
     egress: Option<EgressProxy>,
     broker: Option<CredentialBroker>,
+    /// Where limit hits, the harness's exit and the teardown are reported.
+    audit: AuditSink,
+    label: String,
+    started: Instant,
+    /// Whether the teardown was reported (once, however often `shutdown` runs).
+    reported: bool,
     /// Host mounts this boot made (re-bound sources, a size-capped workdir), in order.
     mounts: Vec<PathBuf>,
     child: Option<Child>,
@@ -1008,6 +1117,22 @@ struct BwrapTeardown {
 }
 
 impl BwrapTeardown {
+    /// Reports what the cgroup's limits stopped over the sandbox's life (before it goes).
+    fn report_limit_hits(&self) {
+        let Some(cg) = self.cgroup.as_ref() else {
+            return;
+        };
+        for (limit, count) in [
+            (Limit::Memory, cg.oom_kills()),
+            (Limit::Pids, cg.pids_limit_hits()),
+        ] {
+            if count > 0 {
+                self.audit
+                    .emit(BoundaryEvent::LimitHit(LimitHit::new(limit, count)));
+            }
+        }
+    }
+
     /// The harness: the first child of the sandbox's init (bwrap's pid 1 inside).
     fn harness_pid(&self) -> Option<i32> {
         let init = self.sandbox_pid?;
@@ -1097,13 +1222,21 @@ impl Teardown for BwrapTeardown {
                 }
             }
             self.kill_all();
-            if let Some(mut child) = self.child.take() {
-                let _ = child.wait().await;
+            if let Some(mut child) = self.child.take()
+                && let Ok(status) = child.wait().await
+            {
+                let reason = exit_reason(status, None, 0, 0);
+                let ran = self.started.elapsed();
+                self.audit.emit(BoundaryEvent::ProcessExit(ProcessExit::new(
+                    "harness", reason, ran,
+                )));
             }
             self.sandbox_pid = None;
         }
+        let teardown_started = Instant::now();
         self.egress = None;
         self.broker = None;
+        self.report_limit_hits();
         let unmounted = self.unmount_all();
         let cgroup = match self.cgroup.as_mut() {
             Some(cg) => cg.remove(),
@@ -1111,7 +1244,16 @@ impl Teardown for BwrapTeardown {
         };
         self.cgroup = None;
         let files = self.remove_files();
-        unmounted.and(cgroup).and(files)
+        let outcome = unmounted.and(cgroup).and(files);
+        if !self.reported {
+            self.reported = true;
+            self.audit.emit(BoundaryEvent::Teardown(TeardownReport::new(
+                self.label.clone(),
+                outcome.as_ref().err().map(ToString::to_string),
+                teardown_started.elapsed(),
+            )));
+        }
+        outcome
     }
 }
 

@@ -51,7 +51,7 @@ use substrate_core::{
 
 pub use jail::{JailCommand, JailConfig, JailNetwork, ReadOnlyBind};
 #[cfg(target_os = "linux")]
-pub use launcher::{ExecOutput, JailProcess};
+pub use launcher::{ExecOutput, JailExit, JailProcess};
 pub use version::{BwrapVersion, MIN_VERSION};
 
 /// Boots the harness inside a bubblewrap jail. Cheap to clone; each boot is independent.
@@ -141,7 +141,25 @@ impl BwrapSubstrate {
         S: Into<std::ffi::OsString>,
     {
         self.check_spec(spec)?;
-        launcher::exec(self, spec, argv.into_iter().map(Into::into).collect()).await
+        launcher::exec(self, spec, argv.into_iter().map(Into::into).collect(), None).await
+    }
+
+    /// [`BwrapSubstrate::exec`] with a deadline: when it expires, everything in the sandbox
+    /// is killed and the output's reason is [`substrate_core::ExitReason::Deadline`].
+    #[cfg(target_os = "linux")]
+    pub async fn exec_with_deadline<I, S>(
+        &self,
+        spec: &BootSpec,
+        argv: I,
+        deadline: std::time::Duration,
+    ) -> Result<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.check_spec(spec)?;
+        let argv = argv.into_iter().map(Into::into).collect();
+        launcher::exec(self, spec, argv, Some(deadline)).await
     }
 
     /// Starts one command in a fresh sandbox and hands back its running process: stream its

@@ -38,6 +38,7 @@ async fn the_model_is_reached_through_the_proxy_and_nothing_else_is() {
     let seen = decisions.clone();
     let audit = AuditSink::new(move |event| match event {
         BoundaryEvent::Egress(d) => seen.lock().unwrap().push(d),
+        BoundaryEvent::ProcessExit(_) | BoundaryEvent::Teardown(_) => {}
         other => panic!("unexpected event {other:?}"),
     });
     // `model.test` is the scripted model on the host's loopback, answered by the proxy's

@@ -13,6 +13,122 @@ pub enum BoundaryEvent {
     Egress(EgressDecision),
     /// The credential broker handled (or refused) a request. Never holds a secret.
     Broker(BrokerRequest),
+    /// A process the runtime started in the sandbox ended.
+    ProcessExit(ProcessExit),
+    /// A resource limit stopped something in the sandbox.
+    LimitHit(LimitHit),
+    /// The sandbox was torn down.
+    Teardown(TeardownReport),
+}
+
+/// Why a process ended.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal ended it.
+    Signaled(i32),
+    /// Its deadline expired; everything in the sandbox was killed.
+    Deadline(Duration),
+    /// It failed after the memory limit killed a process of the sandbox.
+    OutOfMemory,
+    /// It failed after the sandbox reached its process limit.
+    PidsLimit,
+}
+
+impl ExitReason {
+    /// Whether it exited with code 0.
+    pub fn success(self) -> bool {
+        self == ExitReason::Exited(0)
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Exited(code) => write!(f, "exited with code {code}"),
+            ExitReason::Signaled(sig) => write!(f, "killed by signal {sig}"),
+            ExitReason::Deadline(d) => write!(f, "killed at its deadline of {d:?}"),
+            ExitReason::OutOfMemory => {
+                f.write_str("failed: out of memory (the memory limit killed a process)")
+            }
+            ExitReason::PidsLimit => f.write_str("failed: the process limit was reached"),
+        }
+    }
+}
+
+/// One process's end.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessExit {
+    /// What it was (the command as a shell would show it, or `harness`).
+    pub command: String,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
+impl ProcessExit {
+    /// `command` ended for `reason` after `duration`.
+    pub fn new(command: impl Into<String>, reason: ExitReason, duration: Duration) -> Self {
+        Self {
+            command: command.into(),
+            reason,
+            duration,
+        }
+    }
+}
+
+/// Which limit.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The memory limit killed processes (the cgroup's OOM kills).
+    Memory,
+    /// Forks were refused at the process limit.
+    Pids,
+}
+
+/// A limit that stopped something, with how often over the sandbox's life.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitHit {
+    /// Which limit.
+    pub limit: Limit,
+    /// OOM kills, or refused forks.
+    pub count: u64,
+}
+
+impl LimitHit {
+    /// `limit` was hit `count` times.
+    pub fn new(limit: Limit, count: u64) -> Self {
+        Self { limit, count }
+    }
+}
+
+/// A sandbox's end.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeardownReport {
+    /// The boot's label.
+    pub label: String,
+    /// What could not be removed, if anything.
+    pub error: Option<String>,
+    /// How long the teardown took.
+    pub duration: Duration,
+}
+
+impl TeardownReport {
+    /// The teardown of `label`.
+    pub fn new(label: impl Into<String>, error: Option<String>, duration: Duration) -> Self {
+        Self {
+            label: label.into(),
+            error,
+            duration,
+        }
+    }
 }
 
 /// One request through the credential broker.

@@ -15,7 +15,10 @@ pub mod protocol;
 pub mod secret;
 pub mod substrate;
 
-pub use audit::{AuditSink, BoundaryEvent, BrokerRequest, EgressDecision};
+pub use audit::{
+    AuditSink, BoundaryEvent, BrokerRequest, EgressDecision, ExitReason, Limit, LimitHit,
+    ProcessExit, TeardownReport,
+};
 pub use boot::{
     BootEvent, BootPhase, BootSpec, NetworkPolicy, PhaseDeadlines, PhaseProbe, ProgressSink,
     ResourceLimits, WorkdirPolicy,
