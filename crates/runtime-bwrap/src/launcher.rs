@@ -493,6 +493,7 @@ fn start_egress(
 ) -> Result<EgressProxy> {
     let mut config = ProxyConfig::new(policy.clone(), spec.audit.clone());
     config.hosts = sub.egress_hosts.clone();
+    config.name_servers = sub.egress_name_servers.clone();
     let path = layout.run.join("egress.sock");
     let proxy = EgressProxy::bind(&path, config)
         .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;

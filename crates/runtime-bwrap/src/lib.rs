@@ -64,6 +64,7 @@ pub struct BwrapSubstrate {
     pub(crate) extra_ro: Vec<ReadOnlyBind>,
     pub(crate) tmp_bytes: Option<u64>,
     pub(crate) egress_hosts: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+    pub(crate) egress_name_servers: Option<Vec<std::net::SocketAddr>>,
 }
 
 impl BwrapSubstrate {
@@ -78,6 +79,7 @@ impl BwrapSubstrate {
             extra_ro: Vec::new(),
             tmp_bytes: None,
             egress_hosts: std::collections::HashMap::new(),
+            egress_name_servers: None,
         }
     }
 
@@ -123,6 +125,12 @@ impl BwrapSubstrate {
             .entry(name.into().to_ascii_lowercase())
             .or_default()
             .push(ip);
+        self
+    }
+
+    /// The DNS servers the egress proxy asks (default: the host's `/etc/resolv.conf`).
+    pub fn egress_name_servers(mut self, servers: Vec<std::net::SocketAddr>) -> Self {
+        self.egress_name_servers = Some(servers);
         self
     }
 
