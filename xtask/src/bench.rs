@@ -10,7 +10,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let example = match args {
         [] => "bench",
         [which] if which == "bwrap" => "bench-bwrap",
-        _ => bail!("usage: cargo xtask bench [bwrap]"),
+        [which] if which == "egress" => "bench-egress",
+        _ => bail!("usage: cargo xtask bench [bwrap|egress]"),
     };
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo")))
         .args([

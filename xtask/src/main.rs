@@ -17,8 +17,10 @@ commands:
                      (--check: fail if the committed bundle is stale)
   stage [DIR]        install the harness's node_modules (the agent SDK and its CLI) into DIR
                      (default: target/harness-stage); skipped when already up to date
-  bench [bwrap]      harness start, event throughput and file transfer (or, with `bwrap`,
-                     jailed boot, exec vs srt, 32 concurrent boots and PSS), each beside a
+  bench [bwrap|egress]
+                     harness start, event throughput and file transfer; with `bwrap`: jailed
+                     boot, exec vs srt, 32 concurrent boots and PSS; with `egress`: proxy
+                     throughput and CONNECT latency, broker time to first byte — each beside a
                      baseline measured in the same run (release build)
   snapshots [--accept]
                      the argv snapshot tests of every runtime (--accept: write changed
