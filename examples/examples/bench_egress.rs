@@ -11,9 +11,13 @@
 //!   DNS lookup is in these figures: the target (≤ 1 ms added) is the proxy's cost beyond the
 //!   lookup.
 //!
-//! An extra, informative row for both: a bare relay — a Unix socket that answers `CONNECT`
+//! - time to first byte of the scripted model's streamed answer through the credential broker
+//!   (placeholder swapped for the key, forwarded, streamed back) vs straight to the model;
+//!   fresh connections, p50/p95.
+//!
+//! An extra, informative row for the first two: a bare relay — a Unix socket that answers `CONNECT`
 //! without any checks, connects to the upstream and hands both streams to tokio's
-//! `copy_bidirectional` (with the proxy's 64 KiB buffers): a relay of the same design doing
+//! `copy_bidirectional` (with the proxy's 256 KiB buffers): a relay of the same design doing
 //! none of the proxy's own work (parsing, policy, timeouts, accounting, audit), so that the
 //! proxy's cost can be told apart from the cost of relaying as such.
 //!
@@ -34,8 +38,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use substrate_core::AuditSink;
-use substrate_egress::{EgressPolicy, EgressProxy, ProxyConfig};
+use substrate_core::{AuditSink, BootSpec};
+use substrate_egress::{
+    BrokerConfig, BrokerPlan, CredentialBroker, EgressPolicy, EgressProxy, ProxyConfig,
+};
+use substrate_testkit::model::{Reply, Script, ScriptedModel};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -55,7 +62,7 @@ const CLIENT_BUFFER: usize = 256 << 10;
 /// The upstream's body buffer, written again and again.
 const UPSTREAM_CHUNK: usize = 1 << 20;
 /// The bare relay's buffer per direction: the proxy's own (`RELAY_BUFFER` in proxy.rs).
-const BARE_RELAY_BUFFER: usize = 64 << 10;
+const BARE_RELAY_BUFFER: usize = 256 << 10;
 
 /// How the client reaches the upstream.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +154,17 @@ async fn main() -> anyhow::Result<()> {
         &format!("≤ +1 ms (p50)  {}", verdict(ms(p.0) - ms(d.0) <= 1.0)),
     );
     row(BARE_ROW, &pair(b), &pair(d), &added(b), "(informative)");
+
+    // Time to the first byte of the scripted model's stream: through the broker vs direct.
+    let (broker_ttfb, direct_ttfb) = broker_first_bytes(dir.path(), &mut buf).await?;
+    let (b50, d50) = (ms(broker_ttfb.0), ms(direct_ttfb.0));
+    row(
+        "model stream's 1st byte, p50/p95: broker",
+        &pair(broker_ttfb),
+        &pair(direct_ttfb),
+        &format!("{:>5.2}× (p50)", b50 / d50),
+        &format!("≤ 1.10×  {}", verdict(b50 / d50 <= 1.10)),
+    );
     println!(
         "(throughput: start of connect → last body byte; latency: n = {CONNECTS} fresh connections \
          per route after {WARMUP} untimed, no DNS in either column)"
@@ -164,6 +182,75 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Requests per route for the broker's time to first byte.
+const MODEL_REQUESTS: usize = 200;
+
+/// The scripted model behind the credential broker, and the time from sending a streamed
+/// Messages request to its first response byte: (through the broker, direct), p50/p95 each.
+/// Fresh connections both ways; the routes take turns.
+async fn broker_first_bytes(
+    dir: &Path,
+    buf: &mut [u8],
+) -> anyhow::Result<((Duration, Duration), (Duration, Duration))> {
+    let model = ScriptedModel::start(Script::new().reply(Reply::text("hi"))).await?;
+    let spec = BootSpec::new("bench")
+        .env("ANTHROPIC_API_KEY", "sk-ant-bench")
+        .env("ANTHROPIC_BASE_URL", model.base_url());
+    let plan =
+        BrokerPlan::for_spec(&spec, "http://127.0.0.1:3129")?.context("the key is brokered")?;
+    let placeholder = plan
+        .engine_envs
+        .get("ANTHROPIC_API_KEY")
+        .context("a placeholder")?
+        .expose()
+        .to_owned();
+    let broker = CredentialBroker::bind(
+        dir.join("broker.sock"),
+        &plan,
+        BrokerConfig::new(AuditSink::default()),
+    )?;
+    let body = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let request = |path: &str, key: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let via_broker = request("/anthropic/v1/messages", &placeholder);
+    let direct = request("/v1/messages", "sk-ant-bench");
+    let (mut b, mut d) = (Vec::new(), Vec::new());
+    for i in 0..(MODEL_REQUESTS + WARMUP) {
+        let started = Instant::now();
+        let mut s = UnixStream::connect(broker.path()).await?;
+        s.write_all(via_broker.as_bytes()).await?;
+        ensure!(
+            s.read(buf).await? > 0,
+            "the broker closed without answering"
+        );
+        let through = started.elapsed();
+        drain(&mut s, buf).await?;
+        let started = Instant::now();
+        let mut s = TcpStream::connect(model.addr()).await?;
+        s.write_all(direct.as_bytes()).await?;
+        ensure!(s.read(buf).await? > 0, "the model closed without answering");
+        let straight = started.elapsed();
+        drain(&mut s, buf).await?;
+        if i >= WARMUP {
+            b.push(through);
+            d.push(straight);
+        }
+    }
+    ensure!(
+        model.model_requests().iter().all(|r| r
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-api-key" && v == "sk-ant-bench")),
+        "a request reached the model without the real key"
+    );
+    Ok((percentiles(b), percentiles(d)))
 }
 
 /// CPU time in clock ticks, from /proc: the machine's total and busy time, and this process's.
