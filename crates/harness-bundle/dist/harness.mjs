@@ -1276,17 +1276,11 @@ function parseRelays(raw) {
 }
 function startRelays() {
   for (const { port, socket } of parseRelays(process.env.HARNESS_RELAYS ?? "")) {
-    const relay = net.createServer((inbound) => {
+    const relay = net.createServer({ allowHalfOpen: true }, (inbound) => {
       inbound.setNoDelay(true);
-      const outbound = net.connect(socket);
-      const close = () => {
-        inbound.destroy();
-        outbound.destroy();
-      };
-      inbound.on("error", close);
-      outbound.on("error", close);
-      inbound.on("close", close);
-      outbound.on("close", close);
+      const outbound = net.connect({ path: socket, allowHalfOpen: true });
+      inbound.on("error", () => outbound.end());
+      outbound.on("error", () => inbound.end());
       inbound.pipe(outbound);
       outbound.pipe(inbound);
     });

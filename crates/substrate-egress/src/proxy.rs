@@ -25,6 +25,9 @@ use crate::vet;
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// How long a refused client is given to stop sending before its socket closes.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// The relay's buffer per direction: large enough that a bulk download costs few syscalls and
 /// wake-ups (256 KiB moved a loopback download ~20% faster than 64 KiB). Zeroed allocations of
 /// this size are fresh pages the kernel commits only as they are written, so an idle tunnel
@@ -174,6 +177,8 @@ struct Target {
     forward_head: Option<Vec<u8>>,
 }
 
+/// Answers `status` with `message`, then closes after a lingering read — which may last until
+/// the client closes, so decisions are reported before this is called.
 async fn respond(stream: &mut UnixStream, status: &str, message: &str) {
     let body = format!("{message}\n");
     let head = format!(
@@ -183,6 +188,20 @@ async fn respond(stream: &mut UnixStream, status: &str, message: &str) {
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(body.as_bytes()).await;
     let _ = stream.shutdown().await;
+    // A lingering close: bytes the client sent after its head (a request body, the first
+    // bytes meant for the tunnel) are read and dropped, because closing a socket with unread
+    // data resets the peer, which may then lose this answer before reading it.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut left = MAX_HEAD * 4;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Splits `host:port` / `[v6]:port`.
@@ -375,8 +394,8 @@ async fn refuse_over_cap(mut client: UnixStream, shared: &Shared) {
     let mut decision = EgressDecision::new(false, &target.host, target.port, &target.method);
     decision.reason = Some(why.clone());
     decision.duration = started.elapsed();
-    respond(&mut client, "503 Service Unavailable", &why).await;
     shared.config.audit.emit(BoundaryEvent::Egress(decision));
+    respond(&mut client, "503 Service Unavailable", &why).await;
 }
 
 /// For a CONNECT to port 443 of a name: the TLS ClientHello the client sends first must name
@@ -438,16 +457,12 @@ async fn serve(mut client: UnixStream, shared: &Shared) {
             Some(_) => "no address rule allows this IP target",
             None => "no allow rule matches this host and port",
         };
-        respond(
-            &mut client,
-            "403 Forbidden",
-            &format!(
-                "egress to {}:{} is denied by the sandbox's network policy",
-                target.host, target.port
-            ),
-        )
-        .await;
+        let message = format!(
+            "egress to {}:{} is denied by the sandbox's network policy",
+            target.host, target.port
+        );
         deny(decision, why.to_owned());
+        respond(&mut client, "403 Forbidden", &message).await;
         return;
     };
     decision.allowed = true;
@@ -459,20 +474,16 @@ async fn serve(mut client: UnixStream, shared: &Shared) {
             stream
         }
         Err(Refused::Denied(why)) => {
-            respond(
-                &mut client,
-                "403 Forbidden",
-                &format!("egress denied: {why}"),
-            )
-            .await;
+            let message = format!("egress denied: {why}");
             deny(decision, why);
+            respond(&mut client, "403 Forbidden", &message).await;
             return;
         }
         Err(Refused::Failed(why)) => {
-            respond(&mut client, "502 Bad Gateway", &why).await;
-            decision.reason = Some(why);
+            decision.reason = Some(why.clone());
             decision.duration = started.elapsed();
             config.audit.emit(BoundaryEvent::Egress(decision));
+            respond(&mut client, "502 Bad Gateway", &why).await;
             return;
         }
     };

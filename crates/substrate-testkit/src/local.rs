@@ -302,10 +302,53 @@ impl LocalTeardown {
     }
 }
 
+/// A process: its pid and its start time (so a reused pid is never mistaken for it).
+type ProcessId = (i32, u64);
+
+/// Every live descendant of `root`, from /proc (Linux; empty elsewhere). Tools an engine
+/// starts in a session of their own leave the harness's process group, not its process tree.
+fn descendants(root: i32) -> Vec<ProcessId> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let table: Vec<(i32, i32, u64)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let (ppid, start) = stat_of(pid)?;
+            Some((pid, ppid, start))
+        })
+        .collect();
+    let mut found: Vec<ProcessId> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid, start) in &table {
+            if ppid == parent && !found.iter().any(|(p, _)| *p == pid) {
+                found.push((pid, start));
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// `(ppid, start time)` from `/proc/PID/stat` (fields 4 and 22; the name may hold spaces).
+fn stat_of(pid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    Some((fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// Whether the process is still the one recorded (alive, same start time).
+fn still_running((pid, start): ProcessId) -> bool {
+    stat_of(pid).is_some_and(|(_, s)| s == start)
+}
+
 #[async_trait]
 impl Teardown for LocalTeardown {
     async fn shutdown(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
+            let mut tree = self.pgid.map(descendants).unwrap_or_default();
             // SIGTERM lets the harness cancel its engines; the engine CLI and its tools are in
             // the same process group, so the group signal reaches them too.
             self.signal_group(nix::sys::signal::Signal::SIGTERM);
@@ -315,14 +358,28 @@ impl Teardown for LocalTeardown {
             {
                 tracing::warn!("harness did not exit within 3 s of SIGTERM; killing");
             }
+            // Whatever the tree held before or holds now — tools in sessions of their own
+            // included — goes with the group.
+            if let Some(pgid) = self.pgid {
+                tree.extend(descendants(pgid));
+            }
             self.signal_group(nix::sys::signal::Signal::SIGKILL);
+            for &(pid, start) in &tree {
+                if still_running((pid, start)) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
             let _ = child.wait().await;
             // SIGKILL is delivered, not yet done: wait until the engine and its tools are gone
             // too, so that "shut down" means no process is left.
             if let Some(pgid) = self.pgid {
                 let group = nix::unistd::Pid::from_raw(-pgid);
                 for _ in 0..200 {
-                    if nix::sys::signal::kill(group, None).is_err() {
+                    let group_gone = nix::sys::signal::kill(group, None).is_err();
+                    if group_gone && !tree.iter().any(|p| still_running(*p)) {
                         break;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -66,17 +66,16 @@ function parseRelays(raw: string): Array<{ port: number; socket: string }> {
 
 function startRelays(): void {
   for (const { port, socket } of parseRelays(process.env.HARNESS_RELAYS ?? "")) {
-    const relay = net.createServer((inbound) => {
+    // Half-open both ways: an end is passed on with `end()` after every byte before it is
+    // written, never with `destroy()`, which would drop a reply still queued (a 403 the proxy
+    // sent just before closing).
+    const relay = net.createServer({ allowHalfOpen: true }, (inbound) => {
       inbound.setNoDelay(true);
-      const outbound = net.connect(socket);
-      const close = () => {
-        inbound.destroy();
-        outbound.destroy();
-      };
-      inbound.on("error", close);
-      outbound.on("error", close);
-      inbound.on("close", close);
-      outbound.on("close", close);
+      const outbound = net.connect({ path: socket, allowHalfOpen: true });
+      // An error on one side (a reset) ends the other gracefully, after what was already
+      // read from the failed side is written.
+      inbound.on("error", () => outbound.end());
+      outbound.on("error", () => inbound.end());
       inbound.pipe(outbound);
       outbound.pipe(inbound);
     });
