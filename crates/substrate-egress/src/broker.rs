@@ -178,6 +178,9 @@ pub struct BrokerConfig {
     pub audit: AuditSink,
     /// How long connecting to an upstream may take.
     pub connect_timeout: Duration,
+    /// PEM certificates trusted besides the system's roots (a company's TLS-inspecting proxy,
+    /// an internal upstream).
+    pub extra_roots_pem: Vec<String>,
 }
 
 impl BrokerConfig {
@@ -186,6 +189,7 @@ impl BrokerConfig {
         Self {
             audit,
             connect_timeout: Duration::from_secs(10),
+            extra_roots_pem: Vec::new(),
         }
     }
 }
@@ -212,12 +216,20 @@ impl CredentialBroker {
     ) -> std::io::Result<Self> {
         let path = path.into();
         let _ = std::fs::remove_file(&path);
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(std::io::Error::other)?;
+            .redirect(reqwest::redirect::Policy::none());
+        for pem in &config.extra_roots_pem {
+            let root = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("an extra root certificate is not PEM: {e}"),
+                )
+            })?;
+            builder = builder.add_root_certificate(root);
+        }
+        let client = builder.build().map_err(std::io::Error::other)?;
         let shared = Arc::new(Shared {
             routes: plan.routes.clone(),
             audit: config.audit,

@@ -307,3 +307,90 @@ async fn further_upstreams_are_brokered_the_same_way() {
     assert!(head.starts_with("GET /api/v3/repos/a/b HTTP/1.1"), "{head}");
     assert!(head.contains("authorization: token ghp_real"), "{head}");
 }
+
+/// A TLS upstream on loopback with a certificate for 127.0.0.1 only the broker is told to
+/// trust: answers every request with its head echoed back.
+async fn tls_upstream() -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let der = certified.cert.der().clone();
+    let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(
+        certified.signing_key.serialize_der(),
+    )
+    .unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 8192];
+                let n = tls.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
+                    head.len()
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (url, cert_pem)
+}
+
+#[tokio::test]
+async fn https_upstreams_are_reached_over_verified_tls() {
+    let (url, cert_pem) = tls_upstream().await;
+    let plan = BrokerPlan::for_spec(&model_spec(&url), "http://127.0.0.1:3129")
+        .unwrap()
+        .unwrap();
+    let placeholder = plan
+        .engine_envs
+        .get("ANTHROPIC_API_KEY")
+        .unwrap()
+        .expose()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let request = messages_request(&placeholder);
+
+    // Without the root, the upstream's certificate is refused: a clear 502, nothing sent.
+    let untrusting = CredentialBroker::bind(
+        dir.path().join("untrusting.sock"),
+        &plan,
+        BrokerConfig::new(AuditSink::default()),
+    )
+    .unwrap();
+    let mut s = UnixStream::connect(untrusting.path()).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("certificate"),
+        "{reply}"
+    );
+
+    // With it, the request arrives over TLS with the real key.
+    let mut config = BrokerConfig::new(AuditSink::default());
+    config.extra_roots_pem.push(cert_pem);
+    let trusting = CredentialBroker::bind(dir.path().join("trusting.sock"), &plan, config).unwrap();
+    let mut s = UnixStream::connect(trusting.path()).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains(&format!("x-api-key: {KEY}")), "{reply}");
+    assert!(!reply.contains(&placeholder), "{reply}");
+}
