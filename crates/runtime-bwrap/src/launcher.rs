@@ -57,20 +57,7 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
     let pre = spec
         .run_phase(BootPhase::Preflight, |_| async { preflight(sub, &spec) })
         .await?;
-    let mut teardown = BwrapTeardown {
-        egress: None,
-        broker: None,
-        audit: spec.audit.clone(),
-        label: spec.label.clone(),
-        started: Instant::now(),
-        reported: false,
-        mounts: Vec::new(),
-        child: None,
-        sandbox_pid: None,
-        cgroup: None,
-        root: None,
-        keep: spec.workdir == WorkdirPolicy::Keep,
-    };
+    let mut teardown = BwrapTeardown::new(&spec);
     let result = async {
         let layout = spec
             .run_phase(BootPhase::Stage, |_| async {
@@ -965,20 +952,7 @@ pub(crate) async fn spawn(
             ),
         });
     }
-    let mut teardown = BwrapTeardown {
-        egress: None,
-        broker: None,
-        audit: spec.audit.clone(),
-        label: spec.label.clone(),
-        started: Instant::now(),
-        reported: false,
-        mounts: Vec::new(),
-        child: None,
-        sandbox_pid: None,
-        cgroup: None,
-        root: None,
-        keep: spec.workdir == WorkdirPolicy::Keep,
-    };
+    let mut teardown = BwrapTeardown::new(spec);
     let started = async {
         let mut layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
         teardown.root = Some(layout.root.clone());
@@ -1118,6 +1092,24 @@ struct BwrapTeardown {
 }
 
 impl BwrapTeardown {
+    /// Nothing created yet; reports go to `spec`'s audit sink.
+    fn new(spec: &BootSpec) -> Self {
+        Self {
+            egress: None,
+            broker: None,
+            audit: spec.audit.clone(),
+            label: spec.label.clone(),
+            started: Instant::now(),
+            reported: false,
+            mounts: Vec::new(),
+            child: None,
+            sandbox_pid: None,
+            cgroup: None,
+            root: None,
+            keep: spec.workdir == WorkdirPolicy::Keep,
+        }
+    }
+
     /// Reports what the cgroup's limits stopped over the sandbox's life (before it goes).
     fn report_limit_hits(&self) {
         let Some(cg) = self.cgroup.as_ref() else {
