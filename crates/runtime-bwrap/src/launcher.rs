@@ -61,18 +61,7 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
     let result = async {
         let layout = spec
             .run_phase(BootPhase::Stage, |_| async {
-                let mut layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
-                teardown.root = Some(layout.root.clone());
-                layout.expose(&pre.unreachable, &mut teardown.mounts)?;
-                if let Some(bytes) = spec.limits.disk_bytes {
-                    layout.cap_workdir(bytes, pre.host_id)?;
-                    teardown.mounts.push(layout.workdir.clone());
-                }
-                let cgroup = Cgroup::create(&layout.name, &spec.limits)?;
-                if let Some(cg) = &cgroup {
-                    layout.record_cgroups(cg.dirs())?;
-                }
-                teardown.cgroup = cgroup;
+                let layout = stage_layout(sub, &spec, &pre, &mut teardown)?;
                 if let Some(policy) = &pre.egress {
                     teardown.egress = Some(start_egress(sub, &spec, policy, &layout)?);
                 }
@@ -100,6 +89,28 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
             Err(e)
         }
     }
+}
+
+/// Creates a boot's directories, mounts and cgroup, recording each in `teardown` as it is
+/// made so that a failure part-way removes what exists.
+fn stage_layout(
+    sub: &BwrapSubstrate,
+    spec: &BootSpec,
+    pre: &Preflight,
+    teardown: &mut BwrapTeardown,
+) -> Result<Layout> {
+    let mut layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
+    teardown.root = Some(layout.root.clone());
+    layout.expose(&pre.unreachable, &mut teardown.mounts)?;
+    if let Some(bytes) = spec.limits.disk_bytes {
+        layout.cap_workdir(bytes, pre.host_id)?;
+        teardown.mounts.push(layout.workdir.clone());
+    }
+    teardown.cgroup = Cgroup::create(&layout.name, &spec.limits)?;
+    if let Some(cg) = &teardown.cgroup {
+        layout.record_cgroups(cg.dirs())?;
+    }
+    Ok(layout)
 }
 
 /// What preflight found: resolved binaries, the bwrap version, who the sandbox runs as.
@@ -954,17 +965,7 @@ pub(crate) async fn spawn(
     }
     let mut teardown = BwrapTeardown::new(spec);
     let started = async {
-        let mut layout = Layout::create(&sub.base_dir, &spec.label, pre.host_id)?;
-        teardown.root = Some(layout.root.clone());
-        layout.expose(&pre.unreachable, &mut teardown.mounts)?;
-        if let Some(bytes) = spec.limits.disk_bytes {
-            layout.cap_workdir(bytes, pre.host_id)?;
-            teardown.mounts.push(layout.workdir.clone());
-        }
-        teardown.cgroup = Cgroup::create(&layout.name, &spec.limits)?;
-        if let Some(cg) = &teardown.cgroup {
-            layout.record_cgroups(cg.dirs())?;
-        }
+        let layout = stage_layout(sub, spec, &pre, &mut teardown)?;
         let env = spec
             .engine_envs
             .iter()

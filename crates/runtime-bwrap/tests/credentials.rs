@@ -25,16 +25,26 @@ const DUMP: &str = "for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/n
     printf 'GET /anthropic/v1/models HTTP/1.1\\r\\nHost: x\\r\\nx-api-key: guessed\\r\\nConnection: close\\r\\n\\r\\n' >&3; \
     head -1 <&3 | tr -d '\\r' > without_placeholder.txt";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_key_never_enters_the_sandbox() {
-    let canary = format!("sk-ant-canary-{}", Secret::random_token().unwrap().expose());
-    let model = ScriptedModel::start(
+/// A fresh fake key nothing else contains.
+fn canary() -> String {
+    format!("sk-ant-canary-{}", Secret::random_token().unwrap().expose())
+}
+
+/// A model whose agent runs [`DUMP`] once, then answers "Dumped.".
+async fn dump_model() -> ScriptedModel {
+    ScriptedModel::start(
         Script::new()
             .reply(Reply::tool_use("Bash", json!({ "command": DUMP })))
             .reply(Reply::text("Dumped.")),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_never_enters_the_sandbox() {
+    let canary = canary();
+    let model = dump_model().await;
     let events: Arc<Mutex<Vec<BrokerRequest>>> = Arc::default();
     let seen = events.clone();
     let audit = AuditSink::new(move |e| {
@@ -114,14 +124,8 @@ async fn the_key_never_enters_the_sandbox() {
 /// blind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unsafe_option_puts_the_key_inside_and_the_dump_finds_it() {
-    let canary = format!("sk-ant-canary-{}", Secret::random_token().unwrap().expose());
-    let model = ScriptedModel::start(
-        Script::new()
-            .reply(Reply::tool_use("Bash", json!({ "command": DUMP })))
-            .reply(Reply::text("Dumped.")),
-    )
-    .await
-    .unwrap();
+    let canary = canary();
+    let model = dump_model().await;
     let spec = scripted_boot_spec("unsafe", &model.base_url())
         .env("ANTHROPIC_API_KEY", canary.clone())
         .unsafe_keys_in_sandbox()
