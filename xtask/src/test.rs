@@ -16,6 +16,10 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("bubblewrap", "bwrap"),
     ("e2fsprogs", "mkfs.ext4"),
     ("iproute2", "ip"),
+    // The guest simulators' guests: a real sshd, host and client keys, password hashes.
+    ("openssh-server", "sshd"),
+    ("openssh-client", "ssh-keygen"),
+    ("openssl", "openssl"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -28,6 +32,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     crate::stage::run(&[])?;
 
     let root = workspace_root();
+    // The guest simulator the VM runtimes' tests put first on their PATH.
+    cargo(
+        &["build", "-p", "substrate-testkit", "--bin", "guest-sim"],
+        "the guest simulator",
+    )?;
     if has_nextest() {
         cargo(
             &["nextest", "run", "--workspace", "--no-fail-fast"],

@@ -328,7 +328,8 @@ impl BootSpec {
     }
 
     /// Runs one boot phase: reports its start and end, and fails with
-    /// [`Error::BootTimeout`] naming the phase and what it last saw when its deadline expires.
+    /// [`Error::BootTimeout`] naming the phase and what it last saw when its deadline expires;
+    /// any other failure comes back as [`Error::Phase`] naming the phase.
     pub async fn run_phase<T, F, Fut>(&self, phase: BootPhase, f: F) -> Result<T>
     where
         F: FnOnce(PhaseProbe) -> Fut,
@@ -343,7 +344,7 @@ impl BootSpec {
         self.progress.emit(BootEvent::PhaseStarted { phase });
         let started = Instant::now();
         let outcome = match tokio::time::timeout(deadline, f(probe.clone())).await {
-            Ok(result) => result,
+            Ok(result) => result.map_err(|e| e.in_phase(phase)),
             Err(_) => Err(Error::BootTimeout {
                 phase,
                 deadline,

@@ -84,6 +84,24 @@ pub enum Error {
     /// The harness was already shut down.
     #[error("the harness was already shut down")]
     ShutDown,
+    /// A boot phase failed (other than by its deadline, which is [`Error::BootTimeout`]).
+    #[error("boot phase `{phase}` failed: {source}")]
+    Phase {
+        /// The phase that failed.
+        phase: BootPhase,
+        /// What went wrong in it (shown in the message, so not also a `source()`).
+        source: Box<Error>,
+    },
+    /// An SSH connection to a guest failed.
+    #[error("ssh {target}: {failure}: {reason}")]
+    Ssh {
+        /// `user@host:port`.
+        target: String,
+        /// Which step failed.
+        failure: SshFailure,
+        /// What happened, and what to do about it.
+        reason: String,
+    },
     /// A filesystem or process I/O error.
     #[error("{context}: {source}")]
     Io {
@@ -101,6 +119,31 @@ fn stderr_suffix(stderr: &str) -> String {
         String::new()
     } else {
         format!(": {trimmed}")
+    }
+}
+
+/// Which step of an SSH connection failed.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SshFailure {
+    /// The TCP connection or the SSH handshake.
+    Connect,
+    /// The guest presented a host key the policy does not accept.
+    HostKey,
+    /// The guest refused every credential offered.
+    Auth,
+    /// A channel (exec, SFTP, forward) failed on an established connection.
+    Channel,
+}
+
+impl std::fmt::Display for SshFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SshFailure::Connect => "cannot connect",
+            SshFailure::HostKey => "host key refused",
+            SshFailure::Auth => "authentication refused",
+            SshFailure::Channel => "channel failed",
+        })
     }
 }
 
@@ -128,6 +171,8 @@ pub enum ErrorKind {
     ShutDown,
     /// See [`Error::Io`].
     Io,
+    /// See [`Error::Ssh`].
+    Ssh(SshFailure),
 }
 
 impl Error {
@@ -144,6 +189,29 @@ impl Error {
             Error::Decode(_) => ErrorKind::Decode,
             Error::ShutDown => ErrorKind::ShutDown,
             Error::Io { .. } => ErrorKind::Io,
+            Error::Phase { source, .. } => source.kind(),
+            Error::Ssh { failure, .. } => ErrorKind::Ssh(*failure),
+        }
+    }
+
+    /// The boot phase this error happened in, when it happened during a boot.
+    pub fn phase(&self) -> Option<BootPhase> {
+        match self {
+            Error::Phase { phase, .. } | Error::BootTimeout { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+
+    /// Tags the error with the boot phase it happened in (once: an error that already names a
+    /// phase keeps it).
+    pub fn in_phase(self, phase: BootPhase) -> Self {
+        if self.phase().is_some() {
+            self
+        } else {
+            Error::Phase {
+                phase,
+                source: Box::new(self),
+            }
         }
     }
 
@@ -151,6 +219,7 @@ impl Error {
     pub fn protocol_code(&self) -> Option<&str> {
         match self {
             Error::Protocol { code, .. } => Some(code),
+            Error::Phase { source, .. } => source.protocol_code(),
             _ => None,
         }
     }

@@ -26,7 +26,7 @@ pub use boot::{
 pub use client::{ChatSession, EventStream, HarnessClient};
 pub use command::CommandSpec;
 pub use credential::{BrokeredUpstream, CredentialHeader, CredentialMode};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, SshFailure};
 pub use secret::{EnvValue, EnvVars, Secret};
 pub use substrate::{
     BootedHarness, Capabilities, Endpoint, Isolation, Substrate, SubstrateKind, Teardown,

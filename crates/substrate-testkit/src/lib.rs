@@ -7,6 +7,7 @@
 pub mod conformance;
 pub mod dns;
 pub mod egress_conformance;
+pub mod guestsim;
 pub mod local;
 pub mod model;
 pub mod netns;

@@ -1,0 +1,107 @@
+//! Shared by the tart tests: the guest simulator on a store shared by every test process, and
+//! a prepared image built once (by the runtime's own `prepare`) and reused.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use runtime_tart::TartSubstrate;
+use substrate_core::BootSpec;
+use substrate_testkit::guestsim::SimTools;
+
+/// The vanilla image: a Linux guest with Node.js and an offline npm mirror.
+pub const VANILLA: &str = "vanilla";
+
+/// Where the simulator keeps its store for this workspace's tests.
+fn sim_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-sim")
+}
+
+/// The simulated `tart`, with the vanilla image created. Fails (never skips) without root or
+/// openssh-server: `cargo xtask test` runs as root and installs it.
+pub fn sim() -> anyhow::Result<SimTools> {
+    if !nix_is_root() {
+        bail!("the tart tests run real guests (network namespaces, sshd) and need root");
+    }
+    if !std::path::Path::new("/usr/sbin/sshd").is_file() {
+        bail!("sshd is missing: `apt-get install openssh-server` (`cargo xtask test` does)");
+    }
+    let root = sim_root();
+    let tools = SimTools::install(&root.join("bin"), &root.join("tart-home"))?;
+    let store = tools.store();
+    store.client_key()?;
+    let _lock = store.lock()?;
+    if !store.exists(VANILLA) {
+        let cache = npm_cache()?;
+        store.create_image(VANILLA, Some(&cache))?;
+    }
+    Ok(tools)
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn npm_cache() -> anyhow::Result<PathBuf> {
+    // Staging fills the host's npm cache with exactly the lockfile's packages.
+    substrate_testkit::stage::ensure_staged().map_err(anyhow::Error::msg)?;
+    let out = std::process::Command::new("npm")
+        .args(["config", "get", "cache"])
+        .output()
+        .context("run npm")?;
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// A substrate over the simulator, with its state (known hosts, sockets) in the store.
+pub fn substrate(tools: &SimTools, image: &str) -> TartSubstrate {
+    TartSubstrate::new(image)
+        .tart(tools.tart())
+        .tart_home(tools.store().root())
+        .state_dir(tools.store().root().join("state"))
+}
+
+/// The name of the prepared image of this build.
+pub fn prepared_name() -> String {
+    format!("prepared-{}", &harness_bundle_hash()[..12])
+}
+
+fn harness_bundle_hash() -> String {
+    substrate_ssh_hash()
+}
+
+fn substrate_ssh_hash() -> String {
+    // The guest directory name carries the bundle hash.
+    substrate_ssh::guest::harness_dir()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The prepared image, built once per store with `TartSubstrate::prepare` under a lock other
+/// test processes wait on.
+pub async fn prepared(tools: &SimTools) -> anyhow::Result<String> {
+    let name = prepared_name();
+    let lock_path = tools.store().root().join("sim/prepare.lock");
+    let lock = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_path)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("lock: {e}"))
+    })
+    .await??;
+    if !tools.store().exists(&name) {
+        substrate(tools, VANILLA)
+            .prepare(VANILLA, &name, BootSpec::new("prepare"))
+            .await
+            .context("prepare the image")?;
+    }
+    drop(lock);
+    Ok(name)
+}
