@@ -11,8 +11,27 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         [] => "bench",
         [which] if which == "bwrap" => "bench-bwrap",
         [which] if which == "egress" => "bench-egress",
-        _ => bail!("usage: cargo xtask bench [bwrap|egress]"),
+        [which] if which == "vm" => "bench-vm",
+        _ => bail!("usage: cargo xtask bench [bwrap|egress|vm]"),
     };
+    if example == "bench-vm" {
+        // The guest simulator the VM benchmark drives, next to the example.
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo")))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "substrate-testkit",
+                "--bin",
+                "guest-sim",
+            ])
+            .current_dir(workspace_root())
+            .status()
+            .context("build the guest simulator")?;
+        if !status.success() {
+            bail!("building the guest simulator failed ({status})");
+        }
+    }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo")))
         .args([
             "run",

@@ -10,6 +10,7 @@ use serde_json::json;
 use substrate_core::client::ChatSession;
 use substrate_core::protocol::{CreateSession, EndReason};
 use substrate_core::{BootPhase, ErrorKind, PhaseDeadlines, Secret, SshFailure, Substrate};
+use substrate_ssh::SshAuth;
 use substrate_testkit::conformance::scripted_boot_spec;
 use substrate_testkit::guestsim::{Faults, SimTools};
 use substrate_testkit::model::{Reply, Script, ScriptedModel};
@@ -400,5 +401,32 @@ async fn leftovers_of_a_crashed_run_are_reaped() {
         .await
         .unwrap();
     assert_eq!(reaped.vms, vec![name]);
+    assert_nothing_left(&tools, &prefix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_falls_through_to_the_next_credential() {
+    let tools = common::sim().unwrap();
+    let image = common::prepared(&tools).await.unwrap();
+    let model = ScriptedModel::start(Script::new()).await.unwrap();
+    let prefix = prefix("keyauth");
+    let key = tools.store().client_key().unwrap();
+    let harness = common::substrate(&tools, &image)
+        .prefix(prefix.clone())
+        .login(
+            "admin",
+            vec![
+                SshAuth::Password(Secret::new("wrong")),
+                SshAuth::KeyFile {
+                    path: key,
+                    passphrase: None,
+                },
+            ],
+        )
+        .boot_harness(scripted_boot_spec("keyauth", &model.base_url()))
+        .await
+        .unwrap();
+    harness.client().unwrap().health().await.unwrap();
+    harness.shutdown().await.unwrap();
     assert_nothing_left(&tools, &prefix);
 }

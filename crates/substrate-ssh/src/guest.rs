@@ -140,7 +140,8 @@ pub async fn ensure_harness(ssh: &SshSession, spec: &BootSpec) -> Result<Install
     let out = ssh
         .run_checked(
             &format!(
-                "printf '%s\\n' \"$HOME\"; if [ -f {dir}/.ready ]; then echo prepared; \
+                "mkdir -p .computeragent/run work; printf '%s\\n' \"$HOME\"; \
+                 if [ -f {dir}/.ready ]; then echo prepared; \
                  else node --version 2>/dev/null || echo none; fi"
             ),
             b"",
@@ -285,8 +286,6 @@ pub async fn start_harness(
         serde_json::to_vec(&vars).map_err(|e| Error::invalid("engine envs", e.to_string()))?;
     let pid = spec
         .run_phase(BootPhase::Spawn, |_| async {
-            ssh.run_checked("mkdir -p .computeragent/run work", b"")
-                .await?;
             // A clean environment: only what the harness needs, plus the JSON on fd 3.
             let command = format!(
                 "env -i HOME=\"$HOME\" USER=\"$(id -un)\" PATH=\"$PATH\" LANG=C.UTF-8 \

@@ -465,7 +465,7 @@ impl SshSession {
             .map_err(|e| channel_error(&self.target, "start SFTP", e))
     }
 
-    /// Starts `command` detached from this connection (`setsid -f`, stdin from /dev/null,
+    /// Starts `command` detached from this connection (`setsid`, stdin from /dev/null,
     /// output appended to `log`) and returns its pid. `secret_stdin` reaches the program as an
     /// open file descriptor 3 of a mode-0600 file that is removed before the program runs, so
     /// secrets appear in no command line and no file survives. Needs a Linux guest
@@ -477,12 +477,11 @@ impl SshSession {
         secret_stdin: &[u8],
     ) -> Result<u32> {
         let log = shell_escape::unix::escape(log.into());
+        // A background job of a non-interactive shell leads no process group, so `setsid`
+        // makes it a session leader without forking again: `$!` is the program's pid.
         let script = format!(
             "set -eu; umask 077; f=$(mktemp); cat > \"$f\"; exec 3<\"$f\"; rm -f \"$f\"; \
-             p=$(mktemp); setsid -f sh -c 'echo $$ > \"$1\"; shift; exec \"$@\"' sh \"$p\" {command} \
-             </dev/null >>{log} 2>&1; \
-             i=0; while [ ! -s \"$p\" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; \
-             cat \"$p\"; rm -f \"$p\""
+             setsid {command} </dev/null >>{log} 2>&1 & echo $!"
         );
         let out = self.run_checked(&script, secret_stdin).await?;
         let text = String::from_utf8_lossy(&out);

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use runtime_tart::TartSubstrate;
 use substrate_core::BootSpec;
 use substrate_testkit::guestsim::SimTools;
@@ -20,39 +20,11 @@ fn sim_root() -> PathBuf {
 /// The simulated `tart`, with the vanilla image created. Fails (never skips) without root or
 /// openssh-server: `cargo xtask test` runs as root and installs it.
 pub fn sim() -> anyhow::Result<SimTools> {
-    if !nix_is_root() {
-        bail!("the tart tests run real guests (network namespaces, sshd) and need root");
-    }
-    if !std::path::Path::new("/usr/sbin/sshd").is_file() {
-        bail!("sshd is missing: `apt-get install openssh-server` (`cargo xtask test` does)");
-    }
+    SimTools::check_host()?;
     let root = sim_root();
     let tools = SimTools::install(&root.join("bin"), &root.join("tart-home"))?;
-    let store = tools.store();
-    store.client_key()?;
-    let _lock = store.lock()?;
-    if !store.exists(VANILLA) {
-        let cache = npm_cache()?;
-        store.create_image(VANILLA, Some(&cache))?;
-    }
+    tools.ensure_vanilla_image(VANILLA)?;
     Ok(tools)
-}
-
-fn nix_is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-fn npm_cache() -> anyhow::Result<PathBuf> {
-    // Staging fills the host's npm cache with exactly the lockfile's packages.
-    substrate_testkit::stage::ensure_staged().map_err(anyhow::Error::msg)?;
-    let out = std::process::Command::new("npm")
-        .args(["config", "get", "cache"])
-        .output()
-        .context("run npm")?;
-    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
 /// A substrate over the simulator, with its state (known hosts, sockets) in the store.
@@ -69,10 +41,6 @@ pub fn prepared_name() -> String {
 }
 
 fn harness_bundle_hash() -> String {
-    substrate_ssh_hash()
-}
-
-fn substrate_ssh_hash() -> String {
     // The guest directory name carries the bundle hash.
     substrate_ssh::guest::harness_dir()
         .rsplit('/')
@@ -97,6 +65,13 @@ pub async fn prepared(tools: &SimTools) -> anyhow::Result<String> {
     })
     .await??;
     if !tools.store().exists(&name) {
+        // Images of earlier builds are half a gigabyte each: only this build's stays.
+        for old in tools.store().names() {
+            if old.starts_with("prepared-") {
+                let _lock = tools.store().lock()?;
+                tools.store().delete(&old)?;
+            }
+        }
         substrate(tools, VANILLA)
             .prepare(VANILLA, &name, BootSpec::new("prepare"))
             .await

@@ -24,7 +24,7 @@ const TOOLS: &[&str] = &["tart"];
 /// The `guest-sim` binary, built next to the test executables of this workspace.
 pub fn sim_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("find the test executable")?;
-    // target/<profile>/deps/<test> → target/<profile>/guest-sim
+    // target/<profile>/{deps,examples}/<exe> → target/<profile>/guest-sim
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
@@ -77,6 +77,35 @@ impl SimTools {
     /// The simulator's store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Creates image `name` unless it exists: a Linux guest with Node.js (the host's) and an
+    /// offline npm mirror of the harness's locked packages (staged first, which fills the
+    /// host's npm cache with exactly them).
+    pub fn ensure_vanilla_image(&self, name: &str) -> Result<()> {
+        self.store.client_key()?;
+        let _lock = self.store.lock()?;
+        if self.store.exists(name) {
+            return Ok(());
+        }
+        crate::stage::ensure_staged().map_err(anyhow::Error::msg)?;
+        let out = std::process::Command::new("npm")
+            .args(["config", "get", "cache"])
+            .output()
+            .context("run npm")?;
+        let cache = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+        self.store.create_image(name, Some(&cache))
+    }
+
+    /// Fails with what to do unless this process can run simulated guests (root, sshd).
+    pub fn check_host() -> Result<()> {
+        if !nix::unistd::geteuid().is_root() {
+            bail!("simulated guests (network namespaces, sshd, overlay mounts) need root");
+        }
+        if !Path::new("/usr/sbin/sshd").is_file() {
+            bail!("sshd is missing: `apt-get install openssh-server` (`cargo xtask test` does)");
+        }
+        Ok(())
     }
 
     /// Every CLI call recorded so far, as argv lists.
