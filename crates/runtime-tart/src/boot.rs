@@ -12,8 +12,15 @@ use substrate_core::{
 use substrate_ssh::guest::{self, GuestHarness, HostRunDir, HostServices};
 use substrate_ssh::{HostKeyPolicy, SshSession, SshTarget};
 
+use crate::TartSubstrate;
 use crate::argv::TartNet;
-use crate::{TartSubstrate, cli};
+use substrate_ssh::host_cli::{self, Tool, owner_pid, process_alive};
+
+/// `tart` on the host.
+pub(crate) const TART: Tool = Tool {
+    install_hint: "install Tart on a Mac with Apple Silicon (`brew install cirruslabs/cli/tart`); \
+                   on Linux use the bwrap or lima runtime",
+};
 
 /// How long `tart stop` may take before the VM is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,7 +37,7 @@ pub(crate) async fn boot(sub: &TartSubstrate, spec: BootSpec) -> Result<BootedHa
         tracing::debug!(error = %e, "could not look for leftovers of crashed runs");
     }
     let token = Secret::random_token()?;
-    let name = vm_name(sub, &spec.label)?;
+    let name = host_cli::vm_name(&sub.prefix, &spec.label)?;
     let mut vm = Vm::new(sub, &spec, name);
     let result = async {
         vm.services = Some(
@@ -83,36 +90,6 @@ fn missing_services() -> Error {
     Error::invalid("boot", "the host services were not started")
 }
 
-/// `<prefix><pid>-<label>-<random>`: the pid lets [`reap`] tell leftovers of dead runs from
-/// VMs of live ones.
-fn vm_name(sub: &TartSubstrate, label: &str) -> Result<String> {
-    let label: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(24)
-        .collect();
-    let random = Secret::random_token()?;
-    let suffix: String = random
-        .expose()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(8)
-        .collect();
-    Ok(format!(
-        "{}{}-{}-{}",
-        sub.prefix,
-        std::process::id(),
-        label.trim_matches('-'),
-        suffix.to_ascii_lowercase()
-    ))
-}
-
 /// One VM of one boot, and everything that has to go with it.
 #[derive(Debug)]
 struct Vm {
@@ -163,11 +140,11 @@ impl Vm {
         self.cloned = true;
         spec.run_phase(BootPhase::Clone, |probe| async move {
             probe.saw(format!("cloning {image} to {name}"));
-            cli::run(&tart.clone_vm(image, name)).await?;
+            TART.run(&tart.clone_vm(image, name)).await?;
             let cpus = spec.limits.cpu_millis.map(|m| m.div_ceil(1000).max(1));
             let memory = spec.limits.memory_bytes.map(|b| b.div_ceil(1 << 20));
             if cpus.is_some() || memory.is_some() {
-                cli::run(&tart.set(name, cpus, memory)).await?;
+                TART.run(&tart.set(name, cpus, memory)).await?;
             }
             Ok(())
         })
@@ -193,14 +170,14 @@ impl Vm {
                 .map_err(|e| Error::io(format!("open {}", log.display()), e))?;
             let mut command = tokio::process::Command::from(cmd.to_command());
             command.stdin(Stdio::null()).stdout(out).stderr(err);
-            *run = Some(command.spawn().map_err(|e| cli::spawn_error(&cmd, e))?);
+            *run = Some(command.spawn().map_err(|e| TART.spawn_error(&cmd, e))?);
             Ok(())
         })
         .await?;
         let ip = spec
             .run_phase(BootPhase::WaitIp, |probe| async move {
                 loop {
-                    let out = cli::output(&tart.ip(name, Duration::from_secs(1))).await?;
+                    let out = TART.output(&tart.ip(name, Duration::from_secs(1))).await?;
                     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
                     if out.status.success() && text.parse::<std::net::IpAddr>().is_ok() {
                         return Ok(text);
@@ -256,7 +233,7 @@ impl Vm {
         self.services = None;
         if self.cloned {
             if self.run.is_some() {
-                let _ = cli::output(&self.tart.stop(&self.name, STOP_TIMEOUT)).await;
+                let _ = TART.output(&self.tart.stop(&self.name, STOP_TIMEOUT)).await;
             }
             if let Some(mut child) = self.run.take() {
                 match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
@@ -268,12 +245,12 @@ impl Vm {
             }
             if self.audit_snapshot {
                 let snapshot = format!("{}-audit", self.name);
-                cli::run(&self.tart.clone_vm(&self.name, &snapshot)).await?;
+                TART.run(&self.tart.clone_vm(&self.name, &snapshot)).await?;
                 tracing::info!(vm = %self.name, %snapshot, "kept an audit snapshot");
             }
-            let out = cli::output(&self.tart.delete(&self.name)).await?;
+            let out = TART.output(&self.tart.delete(&self.name)).await?;
             if !out.status.success() && self.exists().await? {
-                return Err(cli::failed(&self.tart.delete(&self.name), &out));
+                return Err(host_cli::failed(&self.tart.delete(&self.name), &out));
             }
             self.cloned = false;
         }
@@ -284,7 +261,7 @@ impl Vm {
     }
 
     async fn exists(&self) -> Result<bool> {
-        let out = cli::run(&self.tart.list()).await?;
+        let out = TART.run(&self.tart.list()).await?;
         Ok(crate::argv::parse_list(&out.stdout)?
             .iter()
             .any(|vm| vm.name == self.name))
@@ -331,14 +308,14 @@ pub(crate) async fn prepare(
     prepared: &str,
     spec: BootSpec,
 ) -> Result<()> {
-    let listed = crate::argv::parse_list(&cli::run(&sub.cli().list()).await?.stdout)?;
+    let listed = crate::argv::parse_list(&TART.run(&sub.cli().list()).await?.stdout)?;
     if listed.iter().any(|vm| vm.name == prepared) {
         return Err(Error::invalid(
             "prepared image name",
             format!("`{prepared}` exists already; delete it with `tart delete {prepared}` first"),
         ));
     }
-    let name = vm_name(sub, "prepare")?;
+    let name = host_cli::vm_name(&sub.prefix, "prepare")?;
     let mut vm = Vm::new(sub, &spec, name.clone());
     let result = async {
         vm.run_dir = Some(HostRunDir::create(&sub.state_dir, &name)?);
@@ -352,11 +329,11 @@ pub(crate) async fn prepare(
         }
         ssh.run_checked("sync", b"").await?;
         ssh.close().await;
-        cli::output(&sub.cli().stop(&name, STOP_TIMEOUT)).await?;
+        TART.output(&sub.cli().stop(&name, STOP_TIMEOUT)).await?;
         if let Some(mut child) = vm.run.take() {
             let _ = tokio::time::timeout(STOP_TIMEOUT, child.wait()).await;
         }
-        cli::run(&sub.cli().clone_vm(&name, prepared)).await?;
+        TART.run(&sub.cli().clone_vm(&name, prepared)).await?;
         Ok(())
     }
     .await;
@@ -366,35 +343,23 @@ pub(crate) async fn prepare(
 }
 
 pub(crate) async fn reap(sub: &TartSubstrate) -> Result<Reaped> {
-    let out = cli::run(&sub.cli().list()).await?;
+    let out = TART.run(&sub.cli().list()).await?;
     let mut reaped = Reaped::default();
     for vm in crate::argv::parse_list(&out.stdout)? {
-        let Some(rest) = vm.name.strip_prefix(&sub.prefix) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = owner_pid(&sub.prefix, &vm.name) else {
             continue;
         };
         if vm.name.ends_with("-audit") || process_alive(pid) {
             continue;
         }
-        let _ = cli::output(&sub.cli().stop(&vm.name, Duration::from_secs(10))).await;
+        let _ = TART
+            .output(&sub.cli().stop(&vm.name, Duration::from_secs(10)))
+            .await;
         let _ = std::fs::remove_dir_all(sub.state_dir.join(&vm.name));
-        if cli::run(&sub.cli().delete(&vm.name)).await.is_ok() {
+        if TART.run(&sub.cli().delete(&vm.name)).await.is_ok() {
             tracing::info!(vm = %vm.name, "deleted a VM left by a crashed run");
             reaped.vms.push(vm.name);
         }
     }
     Ok(reaped)
-}
-
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    std::process::Command::new("kill")
-        .args(["-0", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }

@@ -3,7 +3,6 @@
 
 pub mod argv;
 mod boot;
-mod cli;
 
 use std::path::PathBuf;
 

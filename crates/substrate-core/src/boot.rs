@@ -101,6 +101,8 @@ pub enum BootPhase {
     Upload,
     /// Installing the harness's dependencies.
     Install,
+    /// Running the project's runtime script in the sandbox before the harness starts.
+    Script,
     /// Starting the harness process.
     Spawn,
     /// Opening the port-forward to the harness.
@@ -121,6 +123,7 @@ impl BootPhase {
             BootPhase::WaitSsh => "wait-ssh",
             BootPhase::Upload => "upload",
             BootPhase::Install => "install",
+            BootPhase::Script => "script",
             BootPhase::Spawn => "spawn",
             BootPhase::Forward => "forward",
             BootPhase::Health => "health",

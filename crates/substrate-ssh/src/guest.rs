@@ -306,14 +306,35 @@ pub async fn start_harness(
     };
     let client = HarnessClient::new(harness.endpoint(), Some(token.clone()))?;
     let deadline = spec.deadlines.get(BootPhase::Health);
-    spec.run_phase(BootPhase::Health, |probe| async move {
-        tokio::select! {
-            health = client.wait_healthy(deadline, Some(&probe)) => health.map(drop),
-            dead = watch_exit(ssh, pid, &log) => Err(dead),
+    let waited = spec
+        .run_phase(BootPhase::Health, |probe| async move {
+            tokio::select! {
+                health = client.wait_healthy(deadline, Some(&probe)) => health.map(drop),
+                dead = watch_exit(ssh, pid, &log) => Err(dead),
+            }
+        })
+        .await;
+    match waited {
+        Ok(()) => Ok(harness),
+        // A harness alive but silent: what it printed is the best clue.
+        Err(Error::BootTimeout {
+            phase,
+            deadline,
+            last_seen,
+        }) => {
+            let printed = ssh
+                .run(&format!("tail -c 2000 {}", harness.log), b"")
+                .await
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_else(|e| format!("(cannot read it: {e})"));
+            Err(Error::BootTimeout {
+                phase,
+                deadline,
+                last_seen: format!("{last_seen}; the harness's output: {printed}"),
+            })
         }
-    })
-    .await?;
-    Ok(harness)
+        Err(e) => Err(e),
+    }
 }
 
 /// Resolves once the process `pid` in the guest is gone, with an error carrying its log.
@@ -338,6 +359,55 @@ async fn watch_exit(ssh: &SshSession, pid: u32, log: &str) -> Error {
             Err(_) => std::future::pending::<()>().await,
         }
     }
+}
+
+/// Runs a shell script in the guest as the login (phase `script`): a project's runtime script
+/// before the harness starts, or a setup script while an image is built. Its output goes to
+/// the progress sink line by line; a non-zero exit fails the phase with the script's status
+/// and the tail of its output. The script travels on stdin, never in a command line.
+pub async fn run_script(
+    ssh: &SshSession,
+    spec: &BootSpec,
+    name: &str,
+    script: &[u8],
+    cwd: Option<&str>,
+) -> Result<()> {
+    spec.run_phase(BootPhase::Script, |probe| async move {
+        let path = format!(".computeragent/{name}");
+        ssh.run_checked(
+            &format!("mkdir -p .computeragent && cat > {path} && chmod 700 {path}"),
+            script,
+        )
+        .await?;
+        let cd = match cwd {
+            Some(dir) => format!("cd {} && ", shell_escape::unix::escape(dir.into())),
+            None => String::new(),
+        };
+        let mut output = Vec::new();
+        let status = ssh
+            .exec_streaming(
+                &format!("{cd}sh \"$HOME/{path}\" </dev/null"),
+                b"",
+                |_, data| {
+                    output.extend_from_slice(data);
+                    for line in String::from_utf8_lossy(data).lines() {
+                        probe.note(format!("{name}: {line}"));
+                        probe.saw(format!("{name}: {line}"));
+                    }
+                },
+            )
+            .await?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::ProcessFailed {
+                command: format!("{name} in {}", ssh.target()),
+                status: status.to_string(),
+                stderr: tail(&output, 2000),
+            })
+        }
+    })
+    .await
 }
 
 /// Whether the guest carries the installed harness of this build (what `prepare` leaves in an

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod guest;
+pub mod host_cli;
 pub mod host_key;
 pub mod session;
 

@@ -1,5 +1,5 @@
 //! The guest simulator, one binary for every simulated tool: it acts as the tool it is called
-//! as (`tart`, …; see `substrate_testkit::guestsim`).
+//! as (`tart`, `limactl`; see `substrate_testkit::guestsim`).
 
 fn main() {
     let mut args = std::env::args();
@@ -14,8 +14,9 @@ fn main() {
     let rest: Vec<String> = args.collect();
     let code = match called.as_str() {
         "tart" => substrate_testkit::guestsim::tart::main(rest),
+        "limactl" => substrate_testkit::guestsim::lima::main(rest),
         other => {
-            eprintln!("guest-sim: called as {other:?}; link it as `tart`");
+            eprintln!("guest-sim: called as {other:?}; link it as `tart` or `limactl`");
             64
         }
     };

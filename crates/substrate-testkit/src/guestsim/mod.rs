@@ -1,4 +1,4 @@
-//! Guest simulators: executables named `tart` (and, later, `limactl` and `container`) that
+//! Guest simulators: executables named `tart` and `limactl` (and, later, `container`) that
 //! implement the subset of each CLI the runtimes use — same arguments, output formats and exit
 //! codes — over real Linux guests: each VM is a network namespace with a real OpenSSH sshd
 //! and a disk of its own (see [`vm`]). The runtimes under test cannot tell.
@@ -9,6 +9,7 @@
 //! Needs root (namespaces, overlay mounts), `ip` (iproute2), `bwrap`, `sshd` and `ssh-keygen`
 //! (openssh-server), `openssl`.
 
+pub mod lima;
 pub mod tart;
 pub mod vm;
 
@@ -19,7 +20,7 @@ use anyhow::{Context, Result, bail};
 pub use vm::{Faults, GUEST_PASSWORD, GUEST_USER, Store};
 
 /// The tools the simulator plays.
-const TOOLS: &[&str] = &["tart"];
+const TOOLS: &[&str] = &["tart", "limactl"];
 
 /// The `guest-sim` binary, built next to the test executables of this workspace.
 pub fn sim_binary() -> Result<PathBuf> {
@@ -38,6 +39,16 @@ pub fn sim_binary() -> Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// The host's npm cache, filled with exactly the harness's locked packages by staging.
+fn npm_mirror() -> Result<PathBuf> {
+    crate::stage::ensure_staged().map_err(anyhow::Error::msg)?;
+    let out = std::process::Command::new("npm")
+        .args(["config", "get", "cache"])
+        .output()
+        .context("run npm")?;
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
 /// A directory of tool links (`tart` → `guest-sim`, …) and the simulator's store.
@@ -74,6 +85,11 @@ impl SimTools {
         self.bin_dir.join("tart")
     }
 
+    /// The `limactl` to run.
+    pub fn limactl(&self) -> PathBuf {
+        self.bin_dir.join("limactl")
+    }
+
     /// The simulator's store.
     pub fn store(&self) -> &Store {
         &self.store
@@ -88,13 +104,18 @@ impl SimTools {
         if self.store.exists(name) {
             return Ok(());
         }
-        crate::stage::ensure_staged().map_err(anyhow::Error::msg)?;
-        let out = std::process::Command::new("npm")
-            .args(["config", "get", "cache"])
-            .output()
-            .context("run npm")?;
-        let cache = PathBuf::from(String::from_utf8(out.stdout)?.trim());
-        self.store.create_image(name, Some(&cache))
+        self.store.create_image(name, Some(&npm_mirror()?))
+    }
+
+    /// Makes every guest `limactl create` makes carry the offline npm mirror (see
+    /// [`SimTools::ensure_vanilla_image`]).
+    pub fn use_npm_mirror(&self) -> Result<()> {
+        lima::write_config(
+            self.store.root(),
+            &lima::SimConfig {
+                npm_cache: Some(npm_mirror()?),
+            },
+        )
     }
 
     /// Fails with what to do unless this process can run simulated guests (root, sshd).

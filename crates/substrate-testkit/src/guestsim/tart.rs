@@ -137,6 +137,7 @@ fn dispatch(store: &Store, args: &[String]) -> Result<i32> {
             let name = p.name(0, "name")?;
             let mut options = RunOptions {
                 mount_base: "/mnt/shared".into(),
+                ssh_forward: false,
                 ..RunOptions::default()
             };
             for dir in p.values("--dir") {

@@ -62,6 +62,9 @@ pub struct VmConfig {
     pub cpu: u32,
     /// Memory in MiB.
     pub memory_mib: u64,
+    /// Host directories mounted into the guest at the same path: (path, writable).
+    #[serde(default)]
+    pub mounts: Vec<(PathBuf, bool)>,
 }
 
 /// A running VM's state, written once its address exists.
@@ -73,6 +76,10 @@ pub struct RunState {
     pub ip: Option<Ipv4Addr>,
     /// The lease (subnet index).
     pub lease: u32,
+    /// The host 127.0.0.1 port that leads to the guest's sshd, when asked for (Lima's
+    /// `sshLocalPort`).
+    #[serde(default)]
+    pub ssh_local_port: Option<u16>,
 }
 
 /// The simulator's storage root.
@@ -249,6 +256,7 @@ impl Store {
                     lineage: vec![name.to_owned()],
                     cpu: 2,
                     memory_mib: 2048,
+                    mounts: Vec::new(),
                 },
             )
         };
@@ -280,7 +288,18 @@ impl Store {
         {
             let layer = self.new_layer_dir()?;
             fs::remove_dir(&layer)?;
-            run(Command::new("cp").arg("-a").arg(&upper).arg(&layer))?;
+            if self.run_state(src).is_some() {
+                // A running VM keeps writing: copy what it has now.
+                run(Command::new("cp").arg("-a").arg(&upper).arg(&layer))?;
+            } else {
+                // A stopped one's writes become a layer both share, as a copy-on-write
+                // clone shares blocks: instant, whatever their size.
+                fs::rename(&upper, &layer)?;
+                let _ = fs::remove_dir_all(self.vm_dir(src).join("work"));
+                let mut frozen = config.clone();
+                frozen.layers.insert(0, layer.clone());
+                self.write_config(src, &frozen)?;
+            }
             layers.insert(0, layer);
         }
         let mut lineage = config.lineage.clone();
@@ -513,6 +532,8 @@ pub struct RunOptions {
     /// Guest-side path mounts appear under (a tag `t` at `<base>/<t>`), or an explicit guest
     /// path per mount (Lima's `mountPoint`).
     pub mount_base: String,
+    /// Listen on a host 127.0.0.1 port and carry each connection to the guest's sshd.
+    pub ssh_forward: bool,
 }
 
 /// Runs VM `name` in the foreground until SIGTERM/SIGINT (or sshd dies), then removes every
@@ -661,6 +682,11 @@ pub fn run_vm(store: &Store, name: &str, options: &RunOptions) -> Result<()> {
         jail.arg("--bind")
             .arg(&record)
             .arg("/var/log/sim-commands.log");
+        for (path, writable) in &config.mounts {
+            jail.arg(if *writable { "--bind" } else { "--ro-bind" })
+                .arg(path)
+                .arg(path);
+        }
         for (tag, host, read_only) in &options.mounts {
             let guest = if tag.starts_with('/') {
                 tag.clone()
@@ -688,10 +714,16 @@ pub fn run_vm(store: &Store, name: &str, options: &RunOptions) -> Result<()> {
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.join("sshd.log"))?);
         let mut sshd: Child = jail.spawn().context("start sshd in the guest")?;
+        let ssh_local_port = if options.ssh_forward {
+            Some(forward_ssh(lease.guest_ip())?)
+        } else {
+            None
+        };
         let state = RunState {
             pid: std::process::id() as i32,
             ip: (!faults.no_ip).then(|| lease.guest_ip()),
             lease: lease.n,
+            ssh_local_port,
         };
         write_atomic(&dir.join("run.json"), &serde_json::to_vec(&state)?)?;
         loop {
@@ -712,6 +744,36 @@ pub fn run_vm(store: &Store, name: &str, options: &RunOptions) -> Result<()> {
     cleanup_net();
     drop(lease);
     result
+}
+
+/// Listens on a host 127.0.0.1 port and pipes each connection to `guest`:22, on threads that
+/// end with the run process.
+fn forward_ssh(guest: Ipv4Addr) -> Result<u16> {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for inbound in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(outbound) = TcpStream::connect((guest, 22)) else {
+                    return;
+                };
+                let (Ok(mut a_read), Ok(mut b_read)) = (inbound.try_clone(), outbound.try_clone())
+                else {
+                    return;
+                };
+                let (mut a_write, mut b_write) = (inbound, outbound);
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a_read, &mut b_write);
+                    let _ = b_write.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut b_read, &mut a_write);
+                let _ = a_write.shutdown(std::net::Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
+    Ok(port)
 }
 
 /// Whether one of `watched` (blocked) is pending for this thread.
