@@ -20,6 +20,8 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("openssh-server", "sshd"),
     ("openssh-client", "ssh-keygen"),
     ("openssl", "openssl"),
+    // The tart simulator's softnet (`--net-softnet-block`).
+    ("nftables", "nft"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {

@@ -430,3 +430,64 @@ async fn a_refused_password_falls_through_to_the_next_credential() {
     harness.shutdown().await.unwrap();
     assert_nothing_left(&tools, &prefix);
 }
+
+/// A Bash step that tries the host's side of the VM's link on `port` and writes `reached` or
+/// `blocked` to net.txt.
+fn probe_host(port: u16) -> Reply {
+    Reply::tool_use(
+        "Bash",
+        json!({"command": format!(
+            "a=$(/usr/sbin/ip -4 -o addr show scope global); a=${{a#*inet }}; a=${{a%%/*}}; h=${{a%.*}}.$(( ${{a##*.}} - 1 )); \
+             if timeout 3 bash -c \"echo hello > /dev/tcp/$h/{port}\" 2>/dev/null; then echo reached > net.txt; else echo blocked > net.txt; fi"
+        )}),
+    )
+}
+
+async fn net_probe(policy: substrate_core::NetworkPolicy) -> (String, usize) {
+    let tools = common::sim().unwrap();
+    let image = common::prepared(&tools).await.unwrap();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let model = ScriptedModel::start(
+        Script::new()
+            .reply(probe_host(port))
+            .reply(Reply::text("Done.")),
+    )
+    .await
+    .unwrap();
+    let harness = common::substrate(&tools, &image)
+        .boot_harness(scripted_boot_spec("net", &model.base_url()).network(policy))
+        .await
+        .unwrap();
+    let client = harness.client().unwrap();
+    let mut chat = ChatSession::start(client.clone(), CreateSession::new("claude-agent-sdk"))
+        .await
+        .unwrap();
+    chat.ask("probe").await.unwrap();
+    let net = client
+        .read_file(chat.session_id(), "net.txt")
+        .await
+        .unwrap();
+    harness.shutdown().await.unwrap();
+    let mut accepted = 0;
+    while listener.accept().is_ok() {
+        accepted += 1;
+    }
+    (String::from_utf8_lossy(&net).trim().to_owned(), accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_network_none_the_vm_opens_no_connection() {
+    let (seen, accepted) = net_probe(substrate_core::NetworkPolicy::None).await;
+    assert_eq!(seen, "blocked");
+    assert_eq!(accepted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_network_host_the_same_probe_gets_through() {
+    // The control: the probe can succeed, so `blocked` above is the policy's doing.
+    let (seen, accepted) = net_probe(substrate_core::NetworkPolicy::Host).await;
+    assert_eq!(seen, "reached");
+    assert_eq!(accepted, 1);
+}

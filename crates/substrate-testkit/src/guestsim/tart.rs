@@ -158,6 +158,16 @@ fn dispatch(store: &Store, args: &[String]) -> Result<i32> {
                 };
                 options.mounts.push((tag, PathBuf::from(path), read_only));
             }
+            let list = |flag: &str| -> Vec<String> {
+                p.values(flag)
+                    .iter()
+                    .flat_map(|v| v.split(','))
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            options.net_allow = list("--net-softnet-allow");
+            options.net_block = list("--net-softnet-block");
             run_vm(store, name, &options)?;
             Ok(0)
         }

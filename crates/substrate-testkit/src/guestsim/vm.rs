@@ -388,6 +388,13 @@ fn guest_root(dir: &Path, client_key: &Path) -> Result<()> {
         "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
     )?;
     fs::write(dir.join("etc/resolv.conf"), "")?;
+    // The commands Debian provides through alternatives (awk, editor, …).
+    if Path::new("/etc/alternatives").is_dir() {
+        run(Command::new("cp")
+            .arg("-a")
+            .arg("/etc/alternatives")
+            .arg(dir.join("etc")))?;
+    }
     // The login shell records each command line, then runs it.
     fs::write(
         dir.join("opt/sim/shell"),
@@ -534,6 +541,11 @@ pub struct RunOptions {
     pub mount_base: String,
     /// Listen on a host 127.0.0.1 port and carry each connection to the guest's sshd.
     pub ssh_forward: bool,
+    /// Destinations (CIDR) the guest may open connections to despite `net_block`.
+    pub net_allow: Vec<String>,
+    /// Destinations (CIDR) the guest may not open connections to (tart's softnet): enforced
+    /// with nftables in the guest's namespace, outside what the guest's user can change.
+    pub net_block: Vec<String>,
 }
 
 /// Runs VM `name` in the foreground until SIGTERM/SIGINT (or sshd dies), then removes every
@@ -590,6 +602,18 @@ pub fn run_vm(store: &Store, name: &str, options: &RunOptions) -> Result<()> {
         ])?;
         in_ns(&["link", "set", &guest_if, "up"])?;
         in_ns(&["link", "set", "lo", "up"])?;
+        // The guests' network is IPv4 only, like a Tart or Lima VM's NAT.
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+        ]))?;
+        if !options.net_block.is_empty() {
+            softnet(&ns, &options.net_allow, &options.net_block)?;
+        }
 
         // The disk: an overlay of the layers and the VM's own writes, in a mount namespace
         // of this process (it vanishes with the run).
@@ -744,6 +768,42 @@ pub fn run_vm(store: &Store, name: &str, options: &RunOptions) -> Result<()> {
     cleanup_net();
     drop(lease);
     result
+}
+
+/// Drops new connections from the guest to `block` (but to `allow`), replies to connections
+/// the host opened (SSH) still pass.
+fn softnet(ns: &str, allow: &[String], block: &[String]) -> Result<()> {
+    use std::io::Write as _;
+    let family = |cidr: &str| if cidr.contains(':') { "ip6" } else { "ip" };
+    let mut rules = String::from(
+        "table inet softnet {\n chain output {\n  type filter hook output priority 0; policy accept;\n  \
+         oif \"lo\" accept\n  ct state established,related accept\n",
+    );
+    for cidr in allow {
+        rules.push_str(&format!("  {} daddr {cidr} accept\n", family(cidr)));
+    }
+    for cidr in block {
+        rules.push_str(&format!("  {} daddr {cidr} drop\n", family(cidr)));
+    }
+    rules.push_str(" }\n}\n");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run nft (apt-get install nftables; `cargo xtask test` does)")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(rules.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft refused the softnet rules ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Listens on a host 127.0.0.1 port and pipes each connection to `guest`:22, on threads that
