@@ -218,10 +218,8 @@ impl Vm {
              and `tart delete {0}`",
             self.name
         );
-        // The VM must outlive this process's handle on `tart run`.
-        if let Some(child) = self.run.take() {
-            std::mem::forget(child);
-        }
+        // `tart run` was spawned without kill-on-drop: letting go of it leaves the VM up.
+        drop(self.run.take());
         self.done = true;
     }
 

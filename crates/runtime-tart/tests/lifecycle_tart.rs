@@ -491,3 +491,78 @@ async fn under_network_host_the_same_probe_gets_through() {
     assert_eq!(seen, "reached");
     assert_eq!(accepted, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_snapshot_outlives_the_vm() {
+    let tools = common::sim().unwrap();
+    let image = common::prepared(&tools).await.unwrap();
+    let model = ScriptedModel::start(Script::new()).await.unwrap();
+    let prefix = prefix("audit");
+    let harness = common::substrate(&tools, &image)
+        .prefix(prefix.clone())
+        .audit_snapshot(true)
+        .boot_harness(scripted_boot_spec("audit", &model.base_url()))
+        .await
+        .unwrap();
+    let vm = tools
+        .store()
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with(&prefix))
+        .unwrap();
+    harness.shutdown().await.unwrap();
+    let left: Vec<String> = tools
+        .store()
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(left, vec![format!("{vm}-audit")]);
+    // The reaper leaves audit snapshots alone.
+    common::substrate(&tools, &image)
+        .prefix(prefix.clone())
+        .reap_leftovers()
+        .await
+        .unwrap();
+    assert!(tools.store().exists(&format!("{vm}-audit")));
+    delete_image(&tools, &format!("{vm}-audit"));
+    assert_nothing_left(&tools, &prefix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_on_failure_leaves_the_vm_running_for_a_look() {
+    let tools = common::sim().unwrap();
+    let image = faulty_image(
+        &tools,
+        Faults {
+            node_exits: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let model = ScriptedModel::start(Script::new()).await.unwrap();
+    let prefix = prefix("keep");
+    let err = common::substrate(&tools, &image)
+        .prefix(prefix.clone())
+        .keep_on_failure(true)
+        .boot_harness(scripted_boot_spec("keep", &model.base_url()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.phase(), Some(BootPhase::Health), "{err}");
+    let vm = tools
+        .store()
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with(&prefix))
+        .expect("the VM is kept");
+    assert!(tools.store().run_state(&vm).is_some(), "the kept VM runs");
+    let status = std::process::Command::new(tools.tart())
+        .env("TART_HOME", tools.store().root())
+        .args(["delete", &vm])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(tools.store().root().join("state").join(&vm));
+    delete_image(&tools, &image);
+    assert_nothing_left(&tools, &prefix);
+}
