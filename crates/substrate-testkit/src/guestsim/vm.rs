@@ -388,6 +388,13 @@ fn guest_root(dir: &Path, client_key: &Path) -> Result<()> {
         "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
     )?;
     fs::write(dir.join("etc/resolv.conf"), "")?;
+    // PAM for sshd's password and keyboard-interactive logins, checked against /etc/shadow.
+    fs::create_dir_all(dir.join("etc/pam.d"))?;
+    fs::write(
+        dir.join("etc/pam.d/sshd"),
+        "auth required pam_unix.so\naccount required pam_unix.so\n\
+         password required pam_deny.so\nsession required pam_permit.so\n",
+    )?;
     // The commands Debian provides through alternatives (awk, editor, …).
     if Path::new("/etc/alternatives").is_dir() {
         run(Command::new("cp")
@@ -658,14 +665,20 @@ pub fn run_vm(store: &Store, name: &str, options: &RunOptions) -> Result<()> {
         let auth = if faults.refuse_auth {
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\n"
         } else {
-            "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+            "PasswordAuthentication yes\nKbdInteractiveAuthentication yes\nPubkeyAuthentication yes\n"
+        };
+        // Images made before PAM was configured log in without it.
+        let pam = if root.join("etc/pam.d/sshd").is_file() {
+            "yes"
+        } else {
+            "no"
         };
         fs::write(
             root.join("etc/ssh/sshd_config"),
             format!(
                 "HostKey /etc/ssh/ssh_host_ed25519_key\nListenAddress {}\n\
                  AuthorizedKeysFile .ssh/authorized_keys\nPidFile none\nStrictModes no\n\
-                 UsePAM no\nPermitRootLogin no\n{auth}AllowTcpForwarding yes\n\
+                 UsePAM {pam}\nPermitRootLogin no\n{auth}AllowTcpForwarding yes\n\
                  Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel INFO\n",
                 lease.guest_ip()
             ),
