@@ -507,8 +507,14 @@ impl SshSession {
         let target = self.target.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, peer)) = listener.accept().await else {
-                    continue;
+                let (mut inbound, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors, say: back off instead of spinning.
+                        tracing::warn!(error = %e, "the forward could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let _ = inbound.set_nodelay(true);
                 let handle = handle.clone();
