@@ -831,6 +831,9 @@ fn forward_ssh(guest: Ipv4Addr) -> Result<u16> {
                 let Ok(outbound) = TcpStream::connect((guest, 22)) else {
                     return;
                 };
+                // SSH is chatty in small packets: no Nagle delay on either leg.
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
                 let (Ok(mut a_read), Ok(mut b_read)) = (inbound.try_clone(), outbound.try_clone())
                 else {
                     return;
