@@ -99,6 +99,7 @@ async fn the_agent_edits_the_mounted_project_after_the_runtime_script() {
         .into_iter()
         .find(|n| n.starts_with(&prefix))
         .unwrap();
+    let lease = tools.store().run_state(&instance).expect("it runs").lease;
     let client = harness.client().unwrap();
     let mut chat = ChatSession::start(client.clone(), CreateSession::new("claude-agent-sdk"))
         .await
@@ -147,6 +148,16 @@ async fn the_agent_edits_the_mounted_project_after_the_runtime_script() {
     for call in tools.calls() {
         assert!(!call.join(" ").contains(&canary), "{call:?}");
     }
+    // Its network namespace and subnet lease went with it.
+    let netns = substrate_testkit::guestsim::vm::netns_name(lease);
+    assert!(
+        !std::path::Path::new("/run/netns").join(&netns).exists(),
+        "{netns} left"
+    );
+    assert!(
+        !substrate_testkit::guestsim::vm::leases().contains(&lease),
+        "lease {lease} left"
+    );
     assert_nothing_left(&tools, &prefix);
 }
 
@@ -233,4 +244,65 @@ async fn leftovers_of_a_crashed_run_are_reaped() {
         .unwrap();
     assert_eq!(reaped.instances, vec![name]);
     assert_nothing_left(&tools, &prefix);
+}
+
+/// A base cloned from the built one, with `faults`.
+async fn faulty_base(tools: &SimTools, faults: substrate_testkit::guestsim::Faults) -> String {
+    let runtime_lima::LimaBase::Clone(base) = common::base(tools).await.unwrap() else {
+        panic!("a clone base");
+    };
+    let name = format!(
+        "faulty-{}",
+        &Secret::random_token().unwrap().expose()[..8].to_ascii_lowercase()
+    );
+    {
+        let _lock = tools.store().lock().unwrap();
+        tools.store().clone_vm(&base, &name).unwrap();
+    }
+    tools.store().set_faults(&name, &faults).unwrap();
+    name
+}
+
+async fn boot_fails_on(tools: &SimTools, base: &str, test: &str) -> substrate_core::Error {
+    let model = ScriptedModel::start(Script::new()).await.unwrap();
+    let prefix = prefix(test);
+    let err = common::substrate(tools, runtime_lima::LimaBase::Clone(base.to_owned()))
+        .prefix(prefix.clone())
+        .boot_harness(common::spec(test, &model.base_url()))
+        .await
+        .unwrap_err();
+    assert_nothing_left(tools, &prefix);
+    let _lock = tools.store().lock().unwrap();
+    tools.store().delete(base).unwrap();
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_names_wait_ssh() {
+    let tools = common::sim().unwrap();
+    let faults = substrate_testkit::guestsim::Faults {
+        refuse_auth: true,
+        ..Default::default()
+    };
+    let base = faulty_base(&tools, faults).await;
+    let err = boot_fails_on(&tools, &base, "auth").await;
+    assert_eq!(err.phase(), Some(BootPhase::WaitSsh), "{err}");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Ssh(substrate_core::SshFailure::Auth),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harness_that_exits_during_boot_is_reported_with_its_output() {
+    let tools = common::sim().unwrap();
+    let faults = substrate_testkit::guestsim::Faults {
+        node_exits: true,
+        ..Default::default()
+    };
+    let base = faulty_base(&tools, faults).await;
+    let err = boot_fails_on(&tools, &base, "exits").await;
+    assert_eq!(err.phase(), Some(BootPhase::Health), "{err}");
+    assert!(err.to_string().contains("simulated crash"), "{err}");
 }

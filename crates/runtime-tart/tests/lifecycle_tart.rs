@@ -103,6 +103,7 @@ async fn the_agent_works_in_the_vm_and_the_key_stays_on_the_host() {
         .into_iter()
         .find(|n| n.starts_with(&prefix))
         .expect("the boot's VM");
+    let lease = tools.store().run_state(&vm).expect("it runs").lease;
 
     let client = harness.client().unwrap();
     let mut chat = ChatSession::start(client.clone(), CreateSession::new("claude-agent-sdk"))
@@ -155,6 +156,16 @@ async fn the_agent_works_in_the_vm_and_the_key_stays_on_the_host() {
     for call in tools.calls() {
         assert!(!call.join(" ").contains(&canary), "{call:?}");
     }
+    // Its network namespace and subnet lease went with it.
+    let netns = substrate_testkit::guestsim::vm::netns_name(lease);
+    assert!(
+        !std::path::Path::new("/run/netns").join(&netns).exists(),
+        "{netns} left"
+    );
+    assert!(
+        !substrate_testkit::guestsim::vm::leases().contains(&lease),
+        "lease {lease} left"
+    );
     assert_nothing_left(&tools, &prefix);
 }
 
