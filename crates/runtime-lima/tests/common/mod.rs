@@ -52,18 +52,8 @@ pub async fn base(tools: &SimTools) -> anyhow::Result<LimaBase> {
         .unwrap_or_default()
         .to_owned();
     let name = format!("base-{}", &hash[..12]);
-    let lock_path = tools.store().root().join("sim/build.lock");
-    std::fs::create_dir_all(tools.store().root().join("sim"))?;
-    let lock = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(lock_path)?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("lock: {e}"))
-    })
-    .await??;
+    let store = tools.store().clone();
+    let lock = tokio::task::spawn_blocking(move || store.lock_named("build.lock")).await??;
     if !tools.store().exists(&name) {
         for old in tools.store().names() {
             if old.starts_with("base-") {

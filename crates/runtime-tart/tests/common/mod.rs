@@ -53,17 +53,8 @@ fn harness_bundle_hash() -> String {
 /// test processes wait on.
 pub async fn prepared(tools: &SimTools) -> anyhow::Result<String> {
     let name = prepared_name();
-    let lock_path = tools.store().root().join("sim/prepare.lock");
-    let lock = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(lock_path)?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("lock: {e}"))
-    })
-    .await??;
+    let store = tools.store().clone();
+    let lock = tokio::task::spawn_blocking(move || store.lock_named("prepare.lock")).await??;
     if !tools.store().exists(&name) {
         // Images of earlier builds are half a gigabyte each: only this build's stays.
         for old in tools.store().names() {

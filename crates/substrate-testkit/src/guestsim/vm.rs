@@ -101,15 +101,21 @@ impl Store {
 
     /// Serializes changes to the store across simulator processes.
     pub fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>> {
+        self.lock_named("lock")
+    }
+
+    /// An exclusive lock of the store's own, by name (e.g. for building an image once while
+    /// other test processes wait). Blocks; held until dropped.
+    pub fn lock_named(&self, name: &str) -> Result<nix::fcntl::Flock<fs::File>> {
         let dir = self.root.join("sim");
         fs::create_dir_all(&dir)?;
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join("lock"))?;
+            .open(dir.join(name))?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("lock the simulator's store: {e}"))
+            .map_err(|(_, e)| anyhow::anyhow!("lock {name} of the simulator's store: {e}"))
     }
 
     /// A VM's directory.
