@@ -56,7 +56,7 @@ impl LimaSubstrate {
             user: None,
             auth: None,
             prefix: DEFAULT_PREFIX.into(),
-            state_dir: std::env::temp_dir().join("computeragent-lima"),
+            state_dir: substrate_ssh::guest::default_state_dir("lima"),
             mounts: Vec::new(),
             runtime_script: None,
             keep_on_failure: false,
@@ -88,7 +88,8 @@ impl LimaSubstrate {
         self
     }
 
-    /// Keeps per-boot host files (sockets, known hosts) under `dir`.
+    /// Keeps per-boot host files (sockets, known hosts) under `dir` instead of
+    /// `~/.local/state/computeragent/lima`.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = dir.into();
         self

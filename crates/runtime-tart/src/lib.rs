@@ -41,7 +41,7 @@ impl TartSubstrate {
     /// Clones `image` for each boot, logging in as `admin`/`admin` (the login of Cirrus Labs'
     /// Linux images); the image's host key is recorded on first use and must not change.
     pub fn new(image: impl Into<String>) -> Self {
-        let state_dir = std::env::temp_dir().join("computeragent-tart");
+        let state_dir = substrate_ssh::guest::default_state_dir("tart");
         Self {
             tart: PathBuf::from("tart"),
             home: None,
@@ -93,7 +93,8 @@ impl TartSubstrate {
         self
     }
 
-    /// Keeps per-boot host files (sockets, logs) and the known-hosts file under `dir`.
+    /// Keeps per-boot host files (sockets, logs) and the known-hosts file under `dir` instead
+    /// of `~/.local/state/computeragent/tart`.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = dir.into();
         self

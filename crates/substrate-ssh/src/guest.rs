@@ -32,6 +32,18 @@ pub const EGRESS_GUEST_PORT: u16 = 3128;
 /// The credential broker's port on the guest's loopback (a remote forward to the host's broker).
 pub const BROKER_GUEST_PORT: u16 = 3129;
 
+/// The default state directory of a VM runtime: `$XDG_STATE_HOME/computeragent/<runtime>`, or
+/// `~/.local/state/computeragent/<runtime>`. Private to the user and kept across reboots,
+/// because it holds the host keys recorded on first use.
+pub fn default_state_dir(runtime: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("computeragent").join(runtime)
+}
+
 /// Lowest Node.js major version the harness runs on.
 pub const MIN_NODE_MAJOR: u32 = 20;
 
@@ -426,10 +438,13 @@ pub struct HostRunDir {
 }
 
 impl HostRunDir {
-    /// Creates `base/<name>`.
+    /// Creates `base/<name>`; `base` is created private (0700) when missing.
     pub fn create(base: &Path, name: &str) -> Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::create_dir_all(base)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(base)
             .map_err(|e| Error::io(format!("create {}", base.display()), e))?;
         let path = base.join(name);
         std::fs::DirBuilder::new()
