@@ -353,7 +353,7 @@ pub(crate) async fn reap(sub: &LimaSubstrate) -> Result<Reaped> {
         if process_alive(pid) {
             continue;
         }
-        let _ = std::fs::remove_dir_all(sub.state_dir.join(&instance.name));
+        let _ = HostRunDir::remove_leftover(&sub.state_dir, &instance.name);
         if LIMACTL.run(&sub.cli().delete(&instance.name)).await.is_ok() {
             tracing::info!(instance = %instance.name, "deleted an instance left by a crashed run");
             reaped.instances.push(instance.name);

@@ -353,7 +353,7 @@ pub(crate) async fn reap(sub: &TartSubstrate) -> Result<Reaped> {
         let _ = TART
             .output(&sub.cli().stop(&vm.name, Duration::from_secs(10)))
             .await;
-        let _ = std::fs::remove_dir_all(sub.state_dir.join(&vm.name));
+        let _ = HostRunDir::remove_leftover(&sub.state_dir, &vm.name);
         if TART.run(&sub.cli().delete(&vm.name)).await.is_ok() {
             tracing::info!(vm = %vm.name, "deleted a VM left by a crashed run");
             reaped.vms.push(vm.name);

@@ -431,40 +431,76 @@ pub async fn is_prepared(ssh: &SshSession) -> Result<bool> {
     Ok(out.status.success())
 }
 
-/// A per-boot host directory (mode 0700) for the sockets of [`HostServices`]; removed on drop.
+/// The longest socket path a boot binds, in bytes. `sun_path` holds 104 bytes on macOS and 108
+/// on Linux, the terminating NUL included; a few bytes stay spare.
+const MAX_SOCKET_PATH: usize = 100;
+
+/// The longest socket name bound in a run directory (`egress.sock`).
+const LONGEST_SOCKET_NAME: &str = "egress.sock";
+
+/// A boot's private host directory (0700) for its sockets, removed with it.
+///
+/// It is `base/<name>`, unless a socket path there would not fit in `sun_path` (a deep home or
+/// state directory): then the sockets live in a fresh private directory under the system's temp
+/// directory and `base/<name>` is a symlink to it, so that [`HostRunDir::remove_leftover`] finds
+/// both after a crash.
 #[derive(Debug)]
 pub struct HostRunDir {
     path: PathBuf,
+    link: Option<PathBuf>,
 }
 
 impl HostRunDir {
-    /// Creates `base/<name>`; `base` is created private (0700) when missing.
+    /// Creates the run directory of the boot `name`; `base` is created private (0700) when
+    /// missing.
     pub fn create(base: &Path, name: &str) -> Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(base)
-            .map_err(|e| Error::io(format!("create {}", base.display()), e))?;
+        private_dir(base, true)?;
         let path = base.join(name);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-        Ok(Self { path })
+        if socket_fits(&path) {
+            private_dir(&path, false)?;
+            return Ok(Self { path, link: None });
+        }
+        let short = short_private_dir(&std::env::temp_dir())?;
+        if let Err(e) = std::os::unix::fs::symlink(&short, &path) {
+            let _ = std::fs::remove_dir_all(&short);
+            return Err(Error::io(format!("link {}", path.display()), e));
+        }
+        tracing::debug!(dir = %short.display(), link = %path.display(),
+            "sockets in a short private directory: the state directory is too deep for sun_path");
+        Ok(Self {
+            path: short,
+            link: Some(path),
+        })
     }
 
-    /// Its path.
+    /// Its path (where the sockets are).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Removes it now.
     pub fn remove(&self) -> Result<()> {
-        match std::fs::remove_dir_all(&self.path) {
-            Ok(()) => Ok(()),
+        remove_tree(&self.path)?;
+        if let Some(link) = &self.link {
+            remove_file(link)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what a crashed boot `name` left in `base`: the directory, or the symlink and the
+    /// short directory it points to.
+    pub fn remove_leftover(base: &Path, name: &str) -> Result<()> {
+        let path = base.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(&path) {
+                    remove_tree(&target)?;
+                }
+                remove_file(&path)
+            }
+            Ok(_) => remove_tree(&path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("remove {}", self.path.display()), e)),
+            Err(e) => Err(Error::io(format!("inspect {}", path.display()), e)),
         }
     }
 }
@@ -475,9 +511,86 @@ impl Drop for HostRunDir {
     }
 }
 
+fn socket_fits(dir: &Path) -> bool {
+    dir.join(LONGEST_SOCKET_NAME).as_os_str().len() <= MAX_SOCKET_PATH
+}
+
+fn private_dir(path: &Path, recursive: bool) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))
+}
+
+/// A new directory `computeragent-<random>` in `parent`, created exclusively (never an
+/// existing one another user planted) and private.
+fn short_private_dir(parent: &Path) -> Result<PathBuf> {
+    let token = Secret::random_token()?;
+    let suffix: String = token.expose().chars().take(12).collect();
+    let path = parent.join(format!("computeragent-{suffix}"));
+    private_dir(&path, false)?;
+    if !socket_fits(&path) {
+        let _ = std::fs::remove_dir(&path);
+        return Err(Error::io(
+            format!(
+                "create a socket directory: even {} is too deep for a socket path; set TMPDIR to a shorter directory",
+                path.display()
+            ),
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        ));
+    }
+    Ok(path)
+}
+
+fn remove_tree(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deep_state_directory_puts_the_sockets_in_a_short_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = std::env::temp_dir().join(format!("ca-rundir-{}", std::process::id()));
+        let shallow = tmp.join("s");
+        let dir = HostRunDir::create(&shallow, "vm-1").unwrap();
+        assert_eq!(dir.path(), shallow.join("vm-1"));
+        drop(dir);
+        assert!(!shallow.join("vm-1").exists());
+
+        let deep = tmp.join("d".repeat(60)).join("state");
+        let dir = HostRunDir::create(&deep, "computeragent-12345-project-0123abcd").unwrap();
+        let short = dir.path().to_path_buf();
+        assert!(socket_fits(&short), "{}", short.display());
+        assert_ne!(short.parent(), Some(deep.as_path()));
+        let mode = std::fs::metadata(&short).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let link = deep.join("computeragent-12345-project-0123abcd");
+        assert_eq!(std::fs::read_link(&link).unwrap(), short);
+        std::os::unix::net::UnixListener::bind(short.join(LONGEST_SOCKET_NAME)).unwrap();
+
+        // A crash leaves both; the reaper's cleanup finds the short directory through the link.
+        std::mem::forget(dir);
+        HostRunDir::remove_leftover(&deep, "computeragent-12345-project-0123abcd").unwrap();
+        assert!(!short.exists() && std::fs::symlink_metadata(&link).is_err());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn node_versions_are_checked() {
