@@ -521,9 +521,10 @@ var init_fsroutes = __esm({
 // src/main.ts
 import fs4 from "node:fs";
 import http from "node:http";
-import net from "node:net";
+import net2 from "node:net";
 
 // src/config.ts
+import net from "node:net";
 import path from "node:path";
 function int(name, fallback) {
   const raw = process.env[name];
@@ -542,9 +543,12 @@ function loadConfig() {
   const port = env.PORT !== void 0 && env.PORT !== "" ? int("PORT", 0) : void 0;
   if (!socket && port === void 0) throw new Error("set HARNESS_SOCKET (a Unix socket path) or PORT (TCP on 127.0.0.1)");
   if (port !== void 0 && port > 65535) throw new Error(`PORT must be 0\u201365535, got ${port}`);
+  const host = env.HARNESS_HOST || "127.0.0.1";
+  if (net.isIP(host) === 0) throw new Error(`HARNESS_HOST must be an IP address to listen on, got ${JSON.stringify(host)}`);
   return {
     socket,
     port,
+    host,
     token: env.HARNESS_TOKEN || void 0,
     workdirRoot: root,
     nodeModules: env.HARNESS_NODE_MODULES || void 0,
@@ -1276,9 +1280,9 @@ function parseRelays(raw) {
 }
 function startRelays() {
   for (const { port, socket } of parseRelays(process.env.HARNESS_RELAYS ?? "")) {
-    const relay = net.createServer({ allowHalfOpen: true }, (inbound) => {
+    const relay = net2.createServer({ allowHalfOpen: true }, (inbound) => {
       inbound.setNoDelay(true);
-      const outbound = net.connect({ path: socket, allowHalfOpen: true });
+      const outbound = net2.connect({ path: socket, allowHalfOpen: true });
       inbound.on("error", () => outbound.end());
       outbound.on("error", () => inbound.end());
       inbound.pipe(outbound);
@@ -1325,7 +1329,7 @@ function main() {
       log("info", "listening", { socket: cfg.socket, version: VERSION });
     } else {
       const addr = server.address();
-      log("info", "listening", { port: typeof addr === "object" && addr ? addr.port : cfg.port, version: VERSION });
+      log("info", "listening", { host: cfg.host, port: typeof addr === "object" && addr ? addr.port : cfg.port, version: VERSION });
     }
   };
   if (config.socket) {
@@ -1335,7 +1339,7 @@ function main() {
     }
     server.listen(config.socket, onListening);
   } else {
-    server.listen(config.port, "127.0.0.1", onListening);
+    server.listen(config.port, config.host, onListening);
   }
   server.on("error", (e) => {
     log("error", "server error", { error: e.message });

@@ -96,6 +96,52 @@ async fn tcp_listens_on_loopback_only() {
     }
 }
 
+/// The local addresses (from /proc/net/tcp, hex `ADDR:PORT`) in state LISTEN on `port`.
+fn tcp_listeners(port: u64) -> Vec<String> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let hex_port = format!(":{port:04X}");
+    tcp.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 3 && f[1].ends_with(&hex_port) && f[3] == "0A")
+        .map(|f| f[1].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn harness_host_moves_the_listener_for_container_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, client, listening) = spawn(dir.path(), &[("HARNESS_HOST", "0.0.0.0")]).await;
+    assert_eq!(listening["host"], "0.0.0.0");
+    let port = listening["port"].as_u64().unwrap();
+    assert_eq!(client.health().await.unwrap().protocol, Some(1));
+    assert_eq!(tcp_listeners(port), vec![format!("00000000:{port:04X}")]);
+    // The token still guards every route but health.
+    let open = HarnessClient::new(Endpoint::Tcp(format!("http://127.0.0.1:{port}")), None).unwrap();
+    let err = open.session("sess_any").await.unwrap_err();
+    assert_eq!(err.protocol_code(), Some("UNAUTHORIZED"), "{err}");
+}
+
+#[tokio::test]
+async fn a_harness_host_that_is_no_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let harness = harness_bundle::write_harness(dir.path()).unwrap();
+    let out = Command::new("node")
+        .arg(harness)
+        .env_clear()
+        .env("PORT", "0")
+        .env("HARNESS_HOST", "example.com")
+        .env("HARNESS_WORKDIR_ROOT", dir.path().join("root"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HARNESS_HOST must be an IP address"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn missing_configuration_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

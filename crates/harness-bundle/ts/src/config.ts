@@ -1,9 +1,11 @@
 // The harness is configured by its environment only (see docs/protocol-v1.md).
+import net from "node:net";
 import path from "node:path";
 
 export interface Config {
   socket?: string;
   port?: number;
+  host: string;
   token?: string;
   workdirRoot: string;
   nodeModules?: string;
@@ -32,9 +34,12 @@ export function loadConfig(): Config {
   const port = env.PORT !== undefined && env.PORT !== "" ? int("PORT", 0) : undefined;
   if (!socket && port === undefined) throw new Error("set HARNESS_SOCKET (a Unix socket path) or PORT (TCP on 127.0.0.1)");
   if (port !== undefined && port > 65535) throw new Error(`PORT must be 0–65535, got ${port}`);
+  const host = env.HARNESS_HOST || "127.0.0.1";
+  if (net.isIP(host) === 0) throw new Error(`HARNESS_HOST must be an IP address to listen on, got ${JSON.stringify(host)}`);
   return {
     socket,
     port,
+    host,
     token: env.HARNESS_TOKEN || undefined,
     workdirRoot: root,
     nodeModules: env.HARNESS_NODE_MODULES || undefined,

@@ -124,7 +124,7 @@ function main(): void {
       log("info", "listening", { socket: cfg.socket, version: VERSION });
     } else {
       const addr = server.address();
-      log("info", "listening", { port: typeof addr === "object" && addr ? addr.port : cfg.port, version: VERSION });
+      log("info", "listening", { host: cfg.host, port: typeof addr === "object" && addr ? addr.port : cfg.port, version: VERSION });
     }
   };
   if (config.socket) {
@@ -135,7 +135,7 @@ function main(): void {
     }
     server.listen(config.socket, onListening);
   } else {
-    server.listen(config.port, "127.0.0.1", onListening);
+    server.listen(config.port, config.host, onListening);
   }
   server.on("error", (e) => {
     log("error", "server error", { error: e.message });
