@@ -2,6 +2,7 @@
 
 mod bench;
 mod bundle;
+mod image;
 mod snapshots;
 mod stage;
 mod test;
@@ -22,6 +23,10 @@ commands:
                      boot, exec vs srt, 32 concurrent boots and PSS; with `egress`: proxy
                      throughput and CONNECT latency, broker time to first byte — each beside a
                      baseline measured in the same run (release build)
+  image [--out DIR] [--no-build]
+                     write the harness image's build context (Containerfile, harness, lockfile;
+                     default target/container-image) and, where Apple's `container` exists,
+                     build computeragent-harness:<bundle hash> with it
   snapshots [--accept]
                      the argv snapshot tests of every runtime (--accept: write changed
                      snapshots for review in git diff)
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
         "snapshots" => snapshots::run(rest),
+        "image" => image::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -7,7 +7,12 @@ use anyhow::{Context, bail};
 use crate::workspace_root;
 
 /// (package, test target) of every argv snapshot suite.
-const SUITES: &[(&str, &str)] = &[("runtime-bwrap", "argv_snapshots")];
+const SUITES: &[(&str, &str)] = &[
+    ("runtime-bwrap", "argv_snapshots"),
+    ("runtime-tart", "argv_snapshots"),
+    ("runtime-lima", "argv_snapshots"),
+    ("runtime-applecontainer", "argv_snapshots"),
+];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let accept = args.iter().any(|a| a == "--accept");
