@@ -172,30 +172,35 @@ impl Ctr {
         self.ran = true;
         let host_port = spec
             .run_phase(BootPhase::Start, move |probe| async move {
-                let port = free_loopback_port()?;
-                let run = RunArgs {
-                    name: name_ref.clone(),
-                    image: sub.image.clone(),
-                    cpus: spec.limits.cpu_millis.map(|m| m.div_ceil(1000).max(1)),
-                    memory_mib: spec.limits.memory_bytes.map(|b| b.div_ceil(1 << 20)),
-                    env_file: Some(env_file_ref.clone()),
-                    volumes: sub.volumes.clone(),
-                    read_only: sub.read_only_root,
-                    tmpfs: if sub.read_only_root {
-                        let recipe = crate::ImageRecipe::for_this_build();
-                        vec!["/tmp".into(), recipe.home]
-                    } else {
-                        Vec::new()
-                    },
-                    publish: vec![Publish::loopback(port, HARNESS_PORT)],
-                    labels: vec![("computeragent.label".into(), spec.label.clone())],
-                    ..RunArgs::default()
-                };
-                probe.saw(format!(
-                    "`container run` of {} on 127.0.0.1:{port}",
-                    sub.image
-                ));
-                CONTAINER.run(&cli_ref.run(&run)).await.map(|_| port)
+                // A port picked free may be taken before `container run` binds it: pick again.
+                let attempts = if sub.host_port.is_some() { 1 } else { 3 };
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let port = match sub.host_port {
+                        Some(port) => port,
+                        None => free_loopback_port()?,
+                    };
+                    let run = run_args(sub, spec, name_ref, env_file_ref, port);
+                    probe.saw(format!("`container run` of {} on 127.0.0.1:{port}", sub.image));
+                    match CONTAINER.run(&cli_ref.run(&run)).await {
+                        Ok(_) => return Ok(port),
+                        Err(e) if port_taken(&e) => {
+                            // A container the service created before the publish failed.
+                            let _ = CONTAINER.output(&cli_ref.delete(name_ref)).await;
+                            if attempt >= attempts {
+                                return Err(Error::InvalidInput {
+                                    what: format!("host port {port}"),
+                                    reason: format!(
+                                        "127.0.0.1:{port} is taken by another process; choose \
+                                         another port or let the runtime pick one ({e})"
+                                    ),
+                                });
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
             })
             .await;
         // The CLI has read the file (or failed): the secrets leave the host's disk.
@@ -390,6 +395,38 @@ fn write_env_file(path: &Path, token: &Secret, engine_envs: &EnvVars) -> Result<
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
+fn run_args(
+    sub: &AppleContainerSubstrate,
+    spec: &BootSpec,
+    name: &str,
+    env_file: &Path,
+    port: u16,
+) -> RunArgs {
+    RunArgs {
+        name: name.to_owned(),
+        image: sub.image.clone(),
+        cpus: spec.limits.cpu_millis.map(|m| m.div_ceil(1000).max(1)),
+        memory_mib: spec.limits.memory_bytes.map(|b| b.div_ceil(1 << 20)),
+        env_file: Some(env_file.to_owned()),
+        volumes: sub.volumes.clone(),
+        read_only: sub.read_only_root,
+        tmpfs: if sub.read_only_root {
+            vec!["/tmp".into(), crate::ImageRecipe::for_this_build().home]
+        } else {
+            Vec::new()
+        },
+        publish: vec![Publish::loopback(port, HARNESS_PORT)],
+        labels: vec![("computeragent.label".into(), spec.label.clone())],
+        ..RunArgs::default()
+    }
+}
+
+/// Whether `container run` failed because the host port was taken.
+fn port_taken(error: &Error) -> bool {
+    matches!(error, Error::ProcessFailed { stderr, .. }
+        if stderr.to_ascii_lowercase().contains("address already in use"))
 }
 
 /// A port on 127.0.0.1 that is free now. Another process may take it before `container run`

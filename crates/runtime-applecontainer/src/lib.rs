@@ -32,6 +32,7 @@ pub struct AppleContainerSubstrate {
     pub(crate) volumes: Vec<Volume>,
     pub(crate) read_only_root: bool,
     pub(crate) check_host: bool,
+    pub(crate) host_port: Option<u16>,
 }
 
 impl AppleContainerSubstrate {
@@ -51,6 +52,7 @@ impl AppleContainerSubstrate {
             volumes: Vec::new(),
             read_only_root: false,
             check_host: true,
+            host_port: None,
         }
     }
 
@@ -83,6 +85,13 @@ impl AppleContainerSubstrate {
     /// the workdirs are) become tmpfs, so a session's files live in the container's memory.
     pub fn read_only_root(mut self, read_only: bool) -> Self {
         self.read_only_root = read_only;
+        self
+    }
+
+    /// Publishes the harness on this port of the host's 127.0.0.1 instead of a free one the
+    /// runtime picks (and picks again when another process took it first).
+    pub fn host_port(mut self, port: u16) -> Self {
+        self.host_port = Some(port);
         self
     }
 
