@@ -182,7 +182,10 @@ impl Ctr {
                         None => free_loopback_port()?,
                     };
                     let run = run_args(sub, spec, name_ref, env_file_ref, port);
-                    probe.saw(format!("`container run` of {} on 127.0.0.1:{port}", sub.image));
+                    probe.saw(format!(
+                        "`container run` of {} on 127.0.0.1:{port}",
+                        sub.image
+                    ));
                     match CONTAINER.run(&cli_ref.run(&run)).await {
                         Ok(_) => return Ok(port),
                         Err(e) if port_taken(&e) => {

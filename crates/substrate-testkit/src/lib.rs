@@ -8,7 +8,7 @@ pub mod conformance;
 pub mod dns;
 pub mod egress_conformance;
 pub mod guestsim;
-pub mod local;
+pub use runtime_local as local;
 pub mod model;
 pub mod netns;
 pub mod stage;

@@ -145,6 +145,22 @@ impl ChatSession {
         })
     }
 
+    /// Subscribes to a session created earlier (which starts its engine): for callers that
+    /// put files into the workdir between creating the session and starting it.
+    pub async fn attach(client: HarnessClient, session_id: impl Into<String>) -> Result<Self> {
+        let session_id = session_id.into();
+        let events = client.events(&session_id, None).await?;
+        Ok(Self {
+            client,
+            session_id,
+            events,
+            permissions: Arc::new(AllowAll),
+            usage: Usage::default(),
+            turns: 0,
+            ended: None,
+        })
+    }
+
     /// Decides tool permissions with `handler`.
     pub fn with_permissions(mut self, handler: impl PermissionHandler + 'static) -> Self {
         self.permissions = Arc::new(handler);

@@ -4,6 +4,7 @@
 //! It exists to prove the harness and protocol end to end on any host and to develop against;
 //! every boot logs a warning saying so. It listens on a Unix socket in a fresh per-boot
 //! directory and requires the per-boot token, like every runtime.
+#![deny(missing_docs)]
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod runtime;
+pub mod stage;
+
+pub use agent::{Agent, AgentBuilder, Source, TaskResult};
+pub use runtime::{Availability, RuntimeConfig, RuntimeName};
+pub use substrate_core::{
+    self as core, BootSpec, Error, ErrorKind, NetworkPolicy, ResourceLimits, Result, Substrate,
+};
