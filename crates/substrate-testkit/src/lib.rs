@@ -9,6 +9,6 @@ pub mod dns;
 pub mod egress_conformance;
 pub mod guestsim;
 pub use runtime_local as local;
-pub mod model;
+pub use scripted_model as model;
 pub mod netns;
 pub mod stage;

@@ -1,5 +1,6 @@
 //! A scripted Anthropic Messages API server on 127.0.0.1, good enough for the real Claude Code
 //! CLI: streamed (SSE) and plain answers, text and tool calls, driven by a [`Script`].
+#![deny(missing_docs)]
 
 mod script;
 mod sse;
