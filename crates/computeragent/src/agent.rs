@@ -11,7 +11,7 @@ use substrate_core::protocol::{
 };
 use substrate_core::{
     BootSpec, BootedHarness, ChatSession, Error, HarnessClient, NetworkPolicy, ProgressSink,
-    ResourceLimits, Result, Substrate, SubstrateKind,
+    ResourceLimits, Result, Substrate, SubstrateKind, WorkdirPolicy,
 };
 
 use crate::runtime::{self, RuntimeConfig, RuntimeName};
@@ -141,6 +141,12 @@ impl AgentBuilder {
     /// Resource limits.
     pub fn limits(mut self, limits: ResourceLimits) -> Self {
         self.spec = self.spec.limits(limits);
+        self
+    }
+
+    /// Keep or remove the sandbox's workdir on the host at shutdown (default: remove).
+    pub fn workdir(mut self, policy: WorkdirPolicy) -> Self {
+        self.spec = self.spec.workdir(policy);
         self
     }
 

@@ -196,6 +196,148 @@ pub async fn open(runtime: RuntimeName, config: &RuntimeConfig) -> Result<Arc<dy
     }
 }
 
+/// What [`gc`] removed for one runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// The runtime.
+    pub runtime: RuntimeName,
+    /// What was removed (boot directories, VMs, containers), or why it could not look.
+    pub removed: std::result::Result<Vec<String>, String>,
+}
+
+/// Removes what crashed runs left behind on every runtime usable here (runs of live
+/// processes are never touched).
+pub async fn gc(config: &RuntimeConfig) -> Vec<Collected> {
+    let mut all = Vec::new();
+    for runtime in RuntimeName::ALL {
+        if !check(runtime, config).await.usable() {
+            continue;
+        }
+        let removed = match runtime {
+            RuntimeName::Bwrap => gc_bwrap(),
+            RuntimeName::Tart => gc_tart(config).await,
+            RuntimeName::Lima => gc_lima(config).await,
+            RuntimeName::AppleContainer => gc_container(config).await,
+            RuntimeName::Local => Ok(Vec::new()),
+        };
+        all.push(Collected { runtime, removed });
+    }
+    all
+}
+
+#[cfg(all(feature = "bwrap", target_os = "linux"))]
+fn gc_bwrap() -> std::result::Result<Vec<String>, String> {
+    let reaped = runtime_bwrap::BwrapSubstrate::new(PathBuf::new())
+        .reap_orphans()
+        .map_err(|e| e.to_string())?;
+    Ok(reaped
+        .dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect())
+}
+
+#[cfg(not(all(feature = "bwrap", target_os = "linux")))]
+fn gc_bwrap() -> std::result::Result<Vec<String>, String> {
+    Ok(Vec::new())
+}
+
+#[cfg(all(feature = "tart", target_os = "macos"))]
+async fn gc_tart(config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
+    runtime_tart::TartSubstrate::new(config.tart_image())
+        .reap_leftovers()
+        .await
+        .map(|r| r.vms)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(all(feature = "tart", target_os = "macos")))]
+async fn gc_tart(_config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
+    Ok(Vec::new())
+}
+
+#[cfg(feature = "lima")]
+async fn gc_lima(config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
+    runtime_lima::LimaSubstrate::new(runtime_lima::LimaBase::Clone(config.lima_base()))
+        .reap_leftovers()
+        .await
+        .map(|r| r.instances)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "lima"))]
+async fn gc_lima(_config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
+    Ok(Vec::new())
+}
+
+#[cfg(all(feature = "apple-container", target_os = "macos"))]
+async fn gc_container(config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
+    container_substrate(config)
+        .reap_leftovers()
+        .await
+        .map(|r| r.containers)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(all(feature = "apple-container", target_os = "macos")))]
+async fn gc_container(_config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
+    Ok(Vec::new())
+}
+
+/// Builds what later boots of `runtime` start from: a prepared Tart image cloned from `from`
+/// (a Linux image with Node.js 20+), or a Lima base instance created from the template
+/// `from`. Returns the name it was built as (the config's, or the default).
+pub async fn prepare(runtime: RuntimeName, from: &str, config: &RuntimeConfig) -> Result<String> {
+    match runtime {
+        RuntimeName::Tart => prepare_tart(from, config).await,
+        RuntimeName::Lima => prepare_lima(from, config).await,
+        other => Err(Error::invalid(
+            format!("runtime `{other}`"),
+            "only tart and lima have images to prepare (bwrap and local stage their modules on \
+             first boot; apple-container's image is built by `cargo xtask image`)",
+        )),
+    }
+}
+
+#[cfg(all(feature = "tart", target_os = "macos"))]
+async fn prepare_tart(from: &str, config: &RuntimeConfig) -> Result<String> {
+    let name = config.tart_image();
+    runtime_tart::TartSubstrate::new(from)
+        .prepare(from, &name, substrate_core::BootSpec::new("prepare"))
+        .await?;
+    Ok(name)
+}
+
+#[cfg(not(all(feature = "tart", target_os = "macos")))]
+async fn prepare_tart(_from: &str, _config: &RuntimeConfig) -> Result<String> {
+    Err(not_here(
+        RuntimeName::Tart,
+        "Tart runs on macOS (Apple Silicon) only (and needs the `tart` feature)",
+    ))
+}
+
+#[cfg(feature = "lima")]
+async fn prepare_lima(from: &str, config: &RuntimeConfig) -> Result<String> {
+    let name = config.lima_base();
+    runtime_lima::LimaSubstrate::new(runtime_lima::LimaBase::Template(from.to_owned()))
+        .build_base(
+            from,
+            &name,
+            None,
+            substrate_core::BootSpec::new("prepare").network(substrate_core::NetworkPolicy::Host),
+        )
+        .await?;
+    Ok(name)
+}
+
+#[cfg(not(feature = "lima"))]
+async fn prepare_lima(_from: &str, _config: &RuntimeConfig) -> Result<String> {
+    Err(not_here(
+        RuntimeName::Lima,
+        "not compiled in (enable the `lima` feature)",
+    ))
+}
+
 fn not_here(runtime: RuntimeName, reason: &str) -> Error {
     Error::Unsupported {
         what: format!("the {runtime} runtime"),

@@ -232,6 +232,28 @@ impl Event {
         }
     }
 
+    /// The event as the harness sent it: its kind's fields with `type`, `id`, `ts` and
+    /// `sessionId` (for NDJSON output and for relaying it).
+    pub fn to_json(&self) -> Value {
+        let mut value = match &self.kind {
+            EventKind::Other { data, .. } => data.clone(),
+            kind => {
+                let mut value = serde_json::to_value(kind).unwrap_or(Value::Null);
+                // Absent optional fields are absent on the wire, not null.
+                if let Value::Object(map) = &mut value {
+                    map.retain(|_, v| !v.is_null());
+                }
+                value
+            }
+        };
+        if let Value::Object(map) = &mut value {
+            map.insert("id".into(), Value::from(self.id));
+            map.insert("ts".into(), Value::from(self.ts.clone()));
+            map.insert("sessionId".into(), Value::from(self.session_id.clone()));
+        }
+        value
+    }
+
     /// Whether this is the session's last event.
     pub fn is_session_end(&self) -> bool {
         matches!(self.kind, EventKind::SessionEnded { .. })
@@ -268,6 +290,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn events_turn_back_into_their_wire_json() {
+        let wire = r#"{"type":"ca_permission_request","id":4,"ts":"t","sessionId":"sess_a","callId":"c1","toolName":"Bash","input":{"command":"ls"}}"#;
+        let e = Event::from_data(wire, Some(4)).unwrap();
+        assert_eq!(e.to_json(), serde_json::from_str::<Value>(wire).unwrap());
+        let other = r#"{"type":"ca_future","id":1,"ts":"t","sessionId":"s","x":2}"#;
+        let e = Event::from_data(other, Some(1)).unwrap();
+        assert_eq!(e.to_json(), serde_json::from_str::<Value>(other).unwrap());
     }
 
     #[test]

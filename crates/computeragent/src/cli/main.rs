@@ -1,0 +1,159 @@
+//! `computeragent`: run a coding agent in a fresh sandbox from the command line.
+
+mod args;
+mod doctor;
+mod exec;
+mod render;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use computeragent::{RuntimeConfig, RuntimeName};
+
+/// Run coding agents in a fresh, isolated sandbox per run.
+#[derive(Debug, Parser)]
+#[command(name = "computeragent", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Where the agent SDK's node_modules are staged (bwrap, local).
+    #[arg(
+        long,
+        global = true,
+        env = "COMPUTERAGENT_STAGE_DIR",
+        value_name = "DIR"
+    )]
+    stage_dir: Option<PathBuf>,
+    /// The prepared Tart image boots clone.
+    #[arg(long, global = true, value_name = "IMAGE")]
+    tart_image: Option<String>,
+    /// The Lima base instance boots clone.
+    #[arg(long, global = true, value_name = "NAME")]
+    lima_base: Option<String>,
+    /// The harness image for Apple's `container`.
+    #[arg(long, global = true, value_name = "IMAGE")]
+    container_image: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// What is installed and usable here, each with the fix when it is not.
+    Doctor,
+    /// Run the agent on a prompt in a fresh sandbox and stream what it does.
+    Run(run::RunArgs),
+    /// Run one command in a fresh sandbox; its output streams and its status is returned.
+    Exec(exec::ExecArgs),
+    /// Boot sandboxes and print the isolation-probe table (bwrap).
+    Probe,
+    /// Build what later boots start from: a prepared Tart image or a Lima base instance.
+    Prepare {
+        /// tart or lima.
+        #[arg(long)]
+        runtime: RuntimeName,
+        /// The image (tart) or template (lima) to build from.
+        #[arg(long)]
+        from: String,
+    },
+    /// Remove what crashed runs left behind (runs of live processes are never touched).
+    Gc,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| String::from("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let config = RuntimeConfig {
+        stage_dir: cli.stage_dir,
+        tart_image: cli.tart_image,
+        lima_base: cli.lima_base,
+        container_image: cli.container_image,
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Doctor => doctor::run(&config).await,
+            Command::Run(args) => run::run(args, &config).await,
+            Command::Exec(args) => exec::run(args, &config).await,
+            Command::Probe => probe(&config).await,
+            Command::Prepare { runtime, from } => {
+                let name = computeragent::runtime::prepare(runtime, &from, &config).await?;
+                println!("prepared {runtime} `{name}` from {from}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Gc => gc(&config).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "bwrap"))]
+async fn probe(config: &RuntimeConfig) -> computeragent::Result<ExitCode> {
+    let stage = config
+        .stage_dir
+        .clone()
+        .unwrap_or_else(computeragent::stage::default_stage_dir);
+    let modules = computeragent::stage::ensure_staged(stage).await?;
+    let substrate = runtime_bwrap::BwrapSubstrate::new(modules);
+    let results = runtime_bwrap::probe::run_probes(&substrate).await?;
+    print!("{}", runtime_bwrap::probe::table(&results));
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if failed > 0 {
+        eprintln!("{failed} of {} probes failed", results.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("all {} probes passed", results.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(all(target_os = "linux", feature = "bwrap")))]
+async fn probe(_config: &RuntimeConfig) -> computeragent::Result<ExitCode> {
+    Err(computeragent::Error::Unsupported {
+        what: "`computeragent probe`".into(),
+        reason: "the isolation probes run bubblewrap sandboxes: Linux with the `bwrap` feature"
+            .into(),
+    })
+}
+
+async fn gc(config: &RuntimeConfig) -> computeragent::Result<ExitCode> {
+    let mut failed = false;
+    for collected in computeragent::runtime::gc(config).await {
+        match collected.removed {
+            Ok(removed) if removed.is_empty() => {
+                println!("{}: nothing left over", collected.runtime)
+            }
+            Ok(removed) => {
+                for item in removed {
+                    println!("{}: removed {item}", collected.runtime);
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("{}: could not look: {e}", collected.runtime);
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,149 @@
+//! The `computeragent` command as a person runs it: the offline demo turn in a real bwrap
+//! sandbox, NDJSON events, `exec` with streamed output and exit status, `doctor`, `gc`, and
+//! bad input answered with what to do.
+#![cfg(target_os = "linux")]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
+
+use std::process::{Command, Output};
+
+fn computeragent(args: &[&str]) -> Output {
+    substrate_testkit::stage::ensure_staged().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_computeragent"))
+        .args(args)
+        .env(
+            "COMPUTERAGENT_STAGE_DIR",
+            substrate_testkit::stage::stage_dir(),
+        )
+        .env_remove("ANTHROPIC_API_KEY")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_without_a_key_is_the_labelled_offline_demo_in_a_real_sandbox() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = computeragent(&[
+        "run",
+        "Say it's a test",
+        "--memory",
+        "1G",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("SCRIPTED DEMO MODEL"), "{stderr}");
+    assert!(stderr.contains("agent running on bwrap"), "{stderr}");
+    assert!(stdout.contains("▸ Bash"), "{stdout}");
+    // The tool ran inside the sandbox, as its user.
+    assert!(stdout.contains("  ← agent"), "{stdout}");
+    assert!(stdout.contains("(scripted demo model)"), "{stdout}");
+    assert!(stdout.contains("✓ success"), "{stdout}");
+    let answer = std::fs::read_to_string(out_dir.path().join("answer.md")).unwrap();
+    assert!(answer.contains("You asked: Say it's a test"), "{answer}");
+}
+
+#[test]
+fn run_json_prints_one_event_per_line_in_order() {
+    let out = computeragent(&["run", "hello", "--json"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"ca_turn_started"), "{types:?}");
+    assert!(types.contains(&"sdk_message"), "{types:?}");
+    assert_eq!(types.last(), Some(&"ca_usage_snapshot"), "{types:?}");
+}
+
+#[test]
+fn exec_streams_output_and_returns_the_status() {
+    let out = computeragent(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; id -un; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "out\nagent\n");
+    assert!(text(&out.stderr).contains("err"), "{}", text(&out.stderr));
+    let out = computeragent(&["exec", "--timeout", "1", "--", "sleep", "30"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("deadline"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No route out under the default policy.
+    let out = computeragent(&[
+        "exec",
+        "--",
+        "node",
+        "-e",
+        "require('net').connect(80, '1.1.1.1').on('error', e => { console.log(e.code); process.exit(9) })",
+    ]);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ENETUNREACH");
+}
+
+#[test]
+fn doctor_and_gc_report_this_host() {
+    let out = computeragent(&["doctor"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for runtime in ["bwrap", "lima", "tart", "apple-container", "local"] {
+        assert!(stdout.contains(&format!("runtime {runtime}")), "{stdout}");
+    }
+    assert!(stdout.contains("runs on: bwrap"), "{stdout}");
+    let out = computeragent(&["gc"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("bwrap:"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_input_says_what_to_do() {
+    let out = computeragent(&["run", "x", "--net", "open"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("none, host or allow:"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = computeragent(&["run", "x", "--runtime", "docker"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("bwrap, tart, lima, apple-container, local"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = computeragent(&["run", "x", "--runtime", "tart"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Tart runs on macOS"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = computeragent(&["run", "x", "--memory", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("512M"), "{}", text(&out.stderr));
+    let out = computeragent(&["exec", "--runtime", "lima", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("bwrap sandboxes"),
+        "{}",
+        text(&out.stderr)
+    );
+}
