@@ -304,6 +304,11 @@ impl Agent {
         Ok(self.session()?.client())
     }
 
+    /// A client of the agent's harness (for file routes from elsewhere while it runs).
+    pub fn harness_client(&self) -> Result<HarnessClient> {
+        self.client().cloned()
+    }
+
     /// Sends `message`; read the turn's events with [`Turn::next`] as they stream.
     pub async fn chat(&mut self, message: &str) -> Result<Turn<'_>> {
         self.chat

@@ -2,7 +2,10 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod parse;
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod stage;
 
 pub use agent::{Agent, AgentBuilder, Source, TaskResult};

@@ -58,6 +58,15 @@ enum Command {
     },
     /// Remove what crashed runs left behind (runs of live processes are never touched).
     Gc,
+    /// Serve runs and warm sandboxes over HTTP to many callers (bearer tokens, admission).
+    Serve {
+        /// The configuration (TOML: bind, max_concurrent_runs, tokens, engine_env, groups).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Listen here instead of the configuration's address (default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<std::net::SocketAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +103,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Gc => gc(&config).await,
+            Command::Serve { config: file, bind } => serve(file, bind, config).await,
         }
     });
     match result {
@@ -102,6 +112,91 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn serve(
+    file: Option<PathBuf>,
+    bind: Option<std::net::SocketAddr>,
+    runtimes: RuntimeConfig,
+) -> computeragent::Result<ExitCode> {
+    use computeragent::server::{Server, ServerConfig};
+    let mut config = match &file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| computeragent::Error::io(format!("read {}", path.display()), e))?;
+            ServerConfig::from_toml(&text)?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(bind) = bind {
+        config.bind = bind;
+    }
+    if let Ok(tokens) = std::env::var("COMPUTERAGENT_TOKENS") {
+        config.tokens.extend(
+            tokens
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from),
+        );
+    }
+    if config.tokens.is_empty() {
+        let token = substrate_core::Secret::random_token()?;
+        eprintln!("no token configured; this one is valid until the server stops:");
+        eprintln!("  Authorization: Bearer {}", token.expose());
+        config.tokens.push(token.expose().to_owned());
+    }
+    match std::env::var("ANTHROPIC_API_KEY") {
+        Ok(key) if !key.trim().is_empty() => {
+            // Brokered by every runtime: it stays on this host.
+            config
+                .engine_env
+                .entry("ANTHROPIC_API_KEY".into())
+                .or_insert(key);
+        }
+        _ if !config.engine_env.contains_key("ANTHROPIC_API_KEY") => {
+            eprintln!(
+                "warning: ANTHROPIC_API_KEY is not set: runs reach no model unless a group lets requests set it"
+            );
+        }
+        _ => {}
+    }
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| computeragent::Error::io(format!("listen on {}", config.bind), e))?;
+    if !config.bind.ip().is_loopback() {
+        eprintln!(
+            "warning: listening on {}, reachable beyond this host",
+            config.bind
+        );
+    }
+    eprintln!("serving on http://{}", config.bind);
+    let server = Server::with_runtimes(config, runtimes);
+    server.serve(listener, shutdown_signal()).await?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 
