@@ -2,6 +2,7 @@
 
 mod bench;
 mod bundle;
+mod features;
 mod image;
 mod snapshots;
 mod stage;
@@ -27,6 +28,8 @@ commands:
                      write the harness image's build context (Containerfile, harness, lockfile;
                      default target/container-image) and, where Apple's `container` exists,
                      build computeragent-harness:<bundle hash> with it
+  features           check that each of the facade's feature sets pulls only its own
+                     platform's dependencies (cargo tree per target; part of `test`)
   snapshots [--accept]
                      the argv snapshot tests of every runtime (--accept: write changed
                      snapshots for review in git diff)
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "snapshots" => snapshots::run(rest),
         "image" => image::run(rest),
+        "features" => features::run(),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -52,6 +52,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         )?;
     }
     cargo(&["test", "--workspace", "--doc"], "the doc tests")?;
+    crate::features::run()?;
     if lint {
         cargo(
             &["fmt", "--all", "--check"],
