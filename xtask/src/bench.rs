@@ -12,7 +12,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         [which] if which == "bwrap" => "bench-bwrap",
         [which] if which == "egress" => "bench-egress",
         [which] if which == "vm" => "bench-vm",
-        _ => bail!("usage: cargo xtask bench [bwrap|egress|vm]"),
+        [which] if which == "server" => "bench-server",
+        _ => bail!("usage: cargo xtask bench [bwrap|egress|vm|server]"),
     };
     if example == "bench-vm" {
         // The guest simulator the VM benchmark drives, next to the example.

@@ -62,6 +62,14 @@ impl Substrate for Counted {
         self.inner.capabilities()
     }
 
+    async fn spawn_command(
+        &self,
+        spec: &BootSpec,
+        argv: Vec<std::ffi::OsString>,
+    ) -> substrate_core::Result<Box<dyn substrate_core::SandboxProcess>> {
+        self.inner.spawn_command(spec, argv).await
+    }
+
     async fn boot_harness(&self, spec: BootSpec) -> substrate_core::Result<BootedHarness> {
         let live = self.counter.live.fetch_add(1, Ordering::SeqCst) + 1;
         self.counter.most.fetch_max(live, Ordering::SeqCst);
@@ -394,8 +402,8 @@ async fn a_cancelled_run_stops_and_its_files_were_readable_while_it_ran() {
             .send()
             .await
             .unwrap();
-        if r.status() == 200 {
-            assert_eq!(r.text().await.unwrap(), "started\n");
+        // The file may be read between its creation and the echo's write.
+        if r.status() == 200 && r.text().await.unwrap() == "started\n" {
             break;
         }
         assert!(
@@ -665,5 +673,53 @@ async fn shutdown_lets_a_run_finish_and_disposes_of_every_sandbox() {
         Err(_) => {}
         Ok(late) => assert_eq!(late.status(), 503),
     }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_streams_a_command_and_its_exit() {
+    let h = Harness::start(Script::new(), "").await;
+    let response = h
+        .post("/v1/exec")
+        .json(&json!({"command": ["sh", "-c", "echo out; echo err >&2; id -un; exit 4"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let frames = frames(response).await;
+    let text = |name: &str| -> String {
+        frames
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, d)| d["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(text("stdout"), "out\nagent\n");
+    assert!(text("stderr").contains("err"), "{frames:?}");
+    let (last, exit) = frames.last().unwrap();
+    assert_eq!(last, "exit");
+    assert_eq!(exit["code"], 4);
+    assert_eq!(exit["success"], false);
+    let deadline = h
+        .post("/v1/exec")
+        .json(&json!({"command": ["sleep", "30"], "timeoutSecs": 1}))
+        .send()
+        .await
+        .unwrap();
+    let ended = self::frames(deadline).await;
+    let (_, exit) = ended.last().unwrap();
+    assert!(
+        exit["reason"].as_str().unwrap().contains("deadline"),
+        "{exit}"
+    );
+    let (status, code) = error_code(
+        h.post("/v1/exec")
+            .json(&json!({"command": []}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION"));
     h.stop().await;
 }

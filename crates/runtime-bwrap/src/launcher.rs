@@ -1264,3 +1264,25 @@ impl Drop for BwrapTeardown {
         let _ = self.remove_files();
     }
 }
+
+#[async_trait::async_trait]
+impl substrate_core::SandboxProcess for JailProcess {
+    fn take_stdout(&mut self) -> Option<substrate_core::OutputStream> {
+        JailProcess::take_stdout(self).map(|s| Box::pin(s) as substrate_core::OutputStream)
+    }
+
+    fn take_stderr(&mut self) -> Option<substrate_core::OutputStream> {
+        JailProcess::take_stderr(self).map(|s| Box::pin(s) as substrate_core::OutputStream)
+    }
+
+    async fn wait(
+        self: Box<Self>,
+        deadline: Option<Duration>,
+    ) -> Result<substrate_core::CommandEnd> {
+        let exit = self.wait_for(deadline).await?;
+        Ok(substrate_core::CommandEnd {
+            code: exit.status.code(),
+            reason: exit.reason,
+        })
+    }
+}

@@ -209,6 +209,15 @@ impl Substrate for BwrapSubstrate {
         caps
     }
 
+    #[cfg(target_os = "linux")]
+    async fn spawn_command(
+        &self,
+        spec: &BootSpec,
+        argv: Vec<std::ffi::OsString>,
+    ) -> Result<Box<dyn substrate_core::SandboxProcess>> {
+        Ok(Box::new(self.spawn(spec, argv).await?))
+    }
+
     async fn boot_harness(&self, spec: BootSpec) -> Result<BootedHarness> {
         self.check_spec(&spec)?;
         #[cfg(target_os = "linux")]

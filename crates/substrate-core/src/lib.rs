@@ -29,5 +29,6 @@ pub use credential::{BrokeredUpstream, CredentialHeader, CredentialMode};
 pub use error::{Error, ErrorKind, Result, SshFailure};
 pub use secret::{EnvValue, EnvVars, Secret};
 pub use substrate::{
-    BootedHarness, Capabilities, Endpoint, Isolation, Substrate, SubstrateKind, Teardown,
+    BootedHarness, Capabilities, CommandEnd, Endpoint, Isolation, OutputStream, SandboxProcess,
+    Substrate, SubstrateKind, Teardown,
 };

@@ -125,6 +125,31 @@ pub trait Teardown: Send + Sync + fmt::Debug {
     async fn shutdown(&mut self) -> Result<()>;
 }
 
+/// A byte stream out of a sandboxed command.
+pub type OutputStream = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// How a sandboxed command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandEnd {
+    /// Its exit code (a signal death as `128 + N`), when it has one.
+    pub code: Option<i32>,
+    /// Why it ended, typed.
+    pub reason: crate::ExitReason,
+}
+
+/// One command running alone in a fresh sandbox of its own (no harness, no HTTP): the fast
+/// path for untrusted code. Its output streams; waiting removes the sandbox.
+#[async_trait]
+pub trait SandboxProcess: Send + fmt::Debug {
+    /// Its standard output, once.
+    fn take_stdout(&mut self) -> Option<OutputStream>;
+    /// Its standard error, once.
+    fn take_stderr(&mut self) -> Option<OutputStream>;
+    /// Waits for it to end — or, when `deadline` passes first, kills everything in the
+    /// sandbox — then removes the sandbox.
+    async fn wait(self: Box<Self>, deadline: Option<std::time::Duration>) -> Result<CommandEnd>;
+}
+
 /// A harness running inside a substrate.
 ///
 /// Holds the endpoint and the per-boot bearer token. [`BootedHarness::shutdown`] is idempotent.
@@ -211,6 +236,20 @@ pub trait Substrate: Send + Sync + fmt::Debug {
     /// Boots a fresh boundary with the harness inside, and returns once the harness answered
     /// its health check. Every failure tears down what the boot created before returning.
     async fn boot_harness(&self, spec: BootSpec) -> Result<BootedHarness>;
+
+    /// Starts `argv` alone in a fresh sandbox with `spec`'s policy, limits and variables.
+    /// Runtimes that only boot harnesses answer [`Error::Unsupported`].
+    async fn spawn_command(
+        &self,
+        spec: &BootSpec,
+        argv: Vec<std::ffi::OsString>,
+    ) -> Result<Box<dyn SandboxProcess>> {
+        let _ = (spec, argv);
+        Err(Error::Unsupported {
+            what: format!("single commands on the {} runtime", self.kind()),
+            reason: "it boots harnesses only; single commands run in bwrap sandboxes".into(),
+        })
+    }
 
     /// Refuses a spec that asks for what this substrate cannot enforce — never a silent no-op.
     fn check_spec(&self, spec: &BootSpec) -> Result<()> {

@@ -8,6 +8,8 @@
 //!   `done` `{id, state, result, reason, usage}` or `error` `{code, message}`;
 //!   `GET /v1/runs/{id}`; `DELETE /v1/runs/{id}` (cancel); `GET /v1/runs/{id}/files?path=`
 //!   and `GET /v1/runs/{id}/tree` while it runs.
+//! - `POST /v1/exec` `{command, group?, timeoutSecs?}` → SSE: `stdout`/`stderr` `{text}`, then
+//!   `exit` `{code, reason, success}`: one command in a fresh sandbox, no harness.
 //! - `POST /v1/sandboxes`, `GET /v1/sandboxes`, `DELETE /v1/sandboxes/{id}`,
 //!   `POST /v1/sandboxes/{id}/chat` (SSE), `GET …/files?path=`, `GET …/tree`,
 //!   `GET …/snapshot` (tar.gz of the workdir), `POST …/restore` (a snapshot's tar.gz).
@@ -15,6 +17,7 @@
 mod auth;
 mod config;
 mod error;
+mod exec;
 mod runs;
 mod sandboxes;
 mod stream;
@@ -203,6 +206,7 @@ impl Server {
     pub fn router(&self) -> Router {
         let api = Router::new()
             .route("/v1/runs", post(runs::create))
+            .route("/v1/exec", post(exec::exec))
             .route("/v1/runs/{id}", get(runs::get).delete(runs::cancel))
             .route("/v1/runs/{id}/files", get(runs::file))
             .route("/v1/runs/{id}/tree", get(runs::tree))
@@ -253,6 +257,13 @@ impl Server {
                 runs::cancel_all(&state);
             });
         };
+        use axum::serve::ListenerExt;
+        // Events are small writes: without TCP_NODELAY each waits out a delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(signal)
             .await;
