@@ -1,5 +1,5 @@
 //! The guest simulator, one binary for every simulated tool: it acts as the tool it is called
-//! as (`tart`, `limactl`; see `substrate_testkit::guestsim`).
+//! as (`tart`, `limactl`, `container`; see `substrate_testkit::guestsim`).
 
 fn main() {
     let mut args = std::env::args();
@@ -15,8 +15,11 @@ fn main() {
     let code = match called.as_str() {
         "tart" => substrate_testkit::guestsim::tart::main(rest),
         "limactl" => substrate_testkit::guestsim::lima::main(rest),
+        "container" => substrate_testkit::guestsim::container::main(rest),
         other => {
-            eprintln!("guest-sim: called as {other:?}; link it as `tart` or `limactl`");
+            eprintln!(
+                "guest-sim: called as {other:?}; link it as `tart`, `limactl` or `container`"
+            );
             64
         }
     };

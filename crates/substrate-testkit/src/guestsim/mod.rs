@@ -1,14 +1,17 @@
-//! Guest simulators: executables named `tart` and `limactl` (and, later, `container`) that
-//! implement the subset of each CLI the runtimes use — same arguments, output formats and exit
-//! codes — over real Linux guests: each VM is a network namespace with a real OpenSSH sshd
-//! and a disk of its own (see [`vm`]). The runtimes under test cannot tell.
+//! Guest simulators: executables named `tart`, `limactl` and `container` that implement the
+//! subset of each CLI the runtimes use — same arguments, output formats and exit codes — over
+//! real Linux guests. A tart or Lima VM is a network namespace with a real OpenSSH sshd and a
+//! disk of its own (see [`vm`]); an Apple container is a network namespace on a bridged
+//! "default" network with its image's command in a bwrap jail (see [`container`]). The
+//! runtimes under test cannot tell.
 //!
 //! One binary, `guest-sim`, serves every tool by the name it is called as; [`SimTools`]
 //! puts links with the tools' names into a directory for a test to use.
 //!
-//! Needs root (namespaces, overlay mounts), `ip` (iproute2), `bwrap`, `sshd` and `ssh-keygen`
-//! (openssh-server), `openssl`.
+//! Needs root (namespaces, overlay mounts), `ip` (iproute2), `bwrap`, `setpriv`
+//! (util-linux), `sshd` and `ssh-keygen` (openssh-server), `openssl`.
 
+pub mod container;
 pub mod lima;
 pub mod tart;
 pub mod vm;
@@ -17,10 +20,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+pub use container::{ContainerFaults, ContainerImage, ContainerStore};
 pub use vm::{Faults, GUEST_PASSWORD, GUEST_USER, Store};
 
 /// The tools the simulator plays.
-const TOOLS: &[&str] = &["tart", "limactl"];
+const TOOLS: &[&str] = &["tart", "limactl", "container"];
 
 /// The `guest-sim` binary, built next to the test executables of this workspace.
 pub fn sim_binary() -> Result<PathBuf> {
@@ -51,32 +55,49 @@ fn npm_mirror() -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
-/// A directory of tool links (`tart` → `guest-sim`, …) and the simulator's store.
+/// A directory of tool links (`tart` → `guest-sim`, …) and the simulator's stores.
 #[derive(Debug)]
 pub struct SimTools {
     bin_dir: PathBuf,
     store: Store,
+    container: ContainerStore,
 }
 
 impl SimTools {
-    /// Links every simulated tool into `bin_dir` (created) with its store under `home`.
+    /// Links every simulated tool into `bin_dir` (created) with its store under `home`
+    /// (`container`'s under `home/container`, named by `bin_dir/container-sim-home`, since
+    /// the real `container` reads no variable to find its service).
     pub fn install(bin_dir: &Path, home: &Path) -> Result<Self> {
         let sim = sim_binary()?;
         std::fs::create_dir_all(bin_dir)?;
         std::fs::create_dir_all(home)?;
+        // Fresh files renamed over the old ones: concurrent test processes and threads never
+        // see a tool (or the container store's name) missing or half written.
+        let tmp_name = |name: &str| {
+            bin_dir.join(format!(
+                ".{name}.{}.{}",
+                std::process::id(),
+                vm::random_id()
+            ))
+        };
         for tool in TOOLS {
-            // A fresh link renamed over the old one: concurrent test processes never see
-            // the tool missing.
             let link = bin_dir.join(tool);
-            let tmp = bin_dir.join(format!(".{tool}.{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
+            let tmp = tmp_name(tool);
             std::os::unix::fs::symlink(&sim, &tmp)
                 .with_context(|| format!("link {}", tmp.display()))?;
             std::fs::rename(&tmp, &link).with_context(|| format!("link {}", link.display()))?;
         }
+        let container_root = home.join("container");
+        std::fs::create_dir_all(&container_root)?;
+        let tmp = tmp_name("container-sim-home");
+        std::fs::write(&tmp, container_root.display().to_string())
+            .with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, bin_dir.join("container-sim-home"))
+            .context("name the container store")?;
         Ok(Self {
             bin_dir: bin_dir.to_owned(),
             store: Store::new(home),
+            container: ContainerStore::new(container_root),
         })
     }
 
@@ -90,9 +111,46 @@ impl SimTools {
         self.bin_dir.join("limactl")
     }
 
-    /// The simulator's store.
+    /// The `container` to run.
+    pub fn container(&self) -> PathBuf {
+        self.bin_dir.join("container")
+    }
+
+    /// The simulator's store (tart and Lima VMs).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The store of the simulated `container` service (images, containers, faults).
+    pub fn container_store(&self) -> &ContainerStore {
+        &self.container
+    }
+
+    /// Its root, e.g. for a runtime's own state next to it.
+    pub fn container_store_root(&self) -> PathBuf {
+        self.container.root().to_owned()
+    }
+
+    /// Creates `image` in the container store unless its reference is there: built once
+    /// across test processes (under a lock, in a directory of its own renamed into place).
+    pub fn ensure_container_image(&self, image: &ContainerImage) -> Result<()> {
+        self.container.ensure_image(image)
+    }
+
+    /// Injects `faults` into every container started from image `reference` from now on.
+    pub fn set_container_faults(&self, reference: &str, faults: &ContainerFaults) -> Result<()> {
+        self.container.set_faults(reference, faults)
+    }
+
+    /// Turns the simulated `container` service on or off: while it is off, every command but
+    /// `system start` and `system status` fails as the real CLI does without its apiserver.
+    pub fn set_container_service(&self, up: bool) -> Result<()> {
+        self.container.set_service(up)
+    }
+
+    /// Every `container` call recorded so far, as argv lists.
+    pub fn container_calls(&self) -> Vec<Vec<String>> {
+        self.container.calls()
     }
 
     /// Creates image `name` unless it exists: a Linux guest with Node.js (the host's) and an
@@ -118,13 +176,26 @@ impl SimTools {
         )
     }
 
-    /// Fails with what to do unless this process can run simulated guests (root, sshd).
+    /// Fails with what to do unless this process can run simulated guests (root, sshd, bwrap,
+    /// ip, setpriv).
     pub fn check_host() -> Result<()> {
         if !nix::unistd::geteuid().is_root() {
             bail!("simulated guests (network namespaces, sshd, overlay mounts) need root");
         }
         if !Path::new("/usr/sbin/sshd").is_file() {
             bail!("sshd is missing: `apt-get install openssh-server` (`cargo xtask test` does)");
+        }
+        for (tool, package) in [
+            ("bwrap", "bubblewrap"),
+            ("ip", "iproute2"),
+            ("setpriv", "util-linux"),
+        ] {
+            let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+                .iter()
+                .any(|d| Path::new(d).join(tool).is_file());
+            if !found {
+                bail!("{tool} is missing: `apt-get install {package}` (`cargo xtask test` does)");
+            }
         }
         Ok(())
     }

@@ -427,7 +427,7 @@ fn guest_root(dir: &Path, client_key: &Path) -> Result<()> {
     Ok(())
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))
@@ -446,7 +446,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, data)?;
     fs::rename(&tmp, path)?;
@@ -460,7 +460,7 @@ pub fn random_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
+pub(crate) fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read;
     fs::File::open("/dev/urandom")?.read_exact(buf)
 }
@@ -859,7 +859,7 @@ fn forward_ssh(guest: Ipv4Addr) -> Result<u16> {
 }
 
 /// Whether one of `watched` (blocked) is pending for this thread.
-fn signal_pending(watched: &nix::sys::signal::SigSet) -> bool {
+pub(crate) fn signal_pending(watched: &nix::sys::signal::SigSet) -> bool {
     let Ok(status) = fs::read_to_string("/proc/thread-self/status") else {
         return false;
     };
