@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod parse;
+pub mod project;
 pub mod runtime;
 #[cfg(feature = "server")]
 pub mod server;

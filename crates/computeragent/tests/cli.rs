@@ -147,3 +147,43 @@ fn bad_input_says_what_to_do() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_project_in_copy_mode_changes_only_on_approval() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("README.md"), "the project\n").unwrap();
+    let dir = project.path().to_str().unwrap();
+    // Not on a terminal and without --apply: shown, not applied.
+    let out = computeragent(&["run", "note it", "--project", dir]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("A answer.md"), "{stderr}");
+    assert!(stderr.contains("not applied"), "{stderr}");
+    assert!(!project.path().join("answer.md").exists());
+    // With --apply and --patch: the file lands in the project, the patch is kept.
+    let patch = project.path().join("../changes.patch");
+    let out = computeragent(&[
+        "run",
+        "note it",
+        "--project",
+        dir,
+        "--apply",
+        "--patch",
+        patch.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("applied 1 change(s)"), "{stderr}");
+    let answer = std::fs::read_to_string(project.path().join("answer.md")).unwrap();
+    assert!(answer.contains("You asked: note it"), "{answer}");
+    let diff = std::fs::read_to_string(&patch).unwrap();
+    assert!(
+        diff.contains("diff --git a/answer.md b/answer.md\nnew file mode 100644"),
+        "{diff}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("README.md")).unwrap(),
+        "the project\n"
+    );
+    let _ = std::fs::remove_file(patch);
+}

@@ -36,6 +36,16 @@ pub struct RunArgs {
     /// A directory copied into the agent's workdir first.
     #[arg(long, value_name = "DIR")]
     source: Option<PathBuf>,
+    /// Work on this project in `copy` mode: it is copied into the workdir, and what the agent
+    /// changed is shown afterwards and applied only on approval (or with --apply).
+    #[arg(long, value_name = "DIR", conflicts_with = "source")]
+    project: Option<PathBuf>,
+    /// Apply the project's changes without asking.
+    #[arg(long, requires = "project")]
+    apply: bool,
+    /// Write the project's changes as a patch (git format) to FILE.
+    #[arg(long, value_name = "FILE", requires = "project")]
+    patch: Option<PathBuf>,
     /// Copy the workdir back into DIR when the agent is done.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -100,16 +110,36 @@ pub async fn run(args: RunArgs, config: &RuntimeConfig) -> computeragent::Result
     if args.keep {
         builder = builder.workdir(WorkdirPolicy::Keep);
     }
+    let project = match &args.project {
+        Some(dir) => Some(computeragent::project::ProjectCopy::stage(
+            dir,
+            &changeset::Options::default(),
+        )?),
+        None => None,
+    };
     let started = builder.start().await;
     progress.finish();
     let mut agent = started?;
+    if let Some(copy) = &project
+        && let Err(e) = copy
+            .upload(&agent.harness_client()?, agent.session_id()?)
+            .await
+    {
+        let _ = agent.dispose().await;
+        return Err(e);
+    }
     if !args.json {
         eprintln!(
             "agent running on {}",
             agent.runtime().map(|k| k.as_str()).unwrap_or("?")
         );
     }
-    let result = converse(&mut agent, &args).await;
+    let mut result = converse(&mut agent, &args).await;
+    if let (Ok(_), Some(copy)) = (&result, &project)
+        && let Err(e) = review(&agent, copy, &args).await
+    {
+        result = Err(e);
+    }
     let copied = match (&result, &args.out) {
         (Ok(_), Some(dir)) => copy_out(&agent, dir).await,
         _ => Ok(0),
@@ -154,6 +184,70 @@ async fn converse(agent: &mut Agent, args: &RunArgs) -> computeragent::Result<bo
     }
     turn.finish().await?;
     Ok(success)
+}
+
+/// Shows what the agent changed in the project, writes the patch, and applies it when asked.
+async fn review(
+    agent: &Agent,
+    copy: &computeragent::project::ProjectCopy,
+    args: &RunArgs,
+) -> computeragent::Result<()> {
+    let client = agent.harness_client()?;
+    let (changes, _fetched) = copy.changes(&client, agent.session_id()?).await?;
+    let project = copy.project().display().to_string();
+    if changes.is_empty() {
+        eprintln!("no changes to {project}");
+        return Ok(());
+    }
+    eprintln!("changes to {project}:\n{}", changes.summary());
+    let diff = changes
+        .diff()
+        .map_err(|e| computeragent::Error::invalid("changes", e.to_string()))?;
+    if let Some(patch) = &args.patch {
+        std::fs::write(patch, &diff)
+            .map_err(|e| computeragent::Error::io(format!("write {}", patch.display()), e))?;
+        eprintln!("wrote the patch to {}", patch.display());
+    }
+    let apply = if args.apply {
+        true
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("{diff}");
+        eprint!("apply these changes to {project}? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    } else {
+        eprintln!("not applied (pass --apply to apply, --patch FILE to keep them as a patch)");
+        false
+    };
+    if !apply {
+        return Ok(());
+    }
+    let report = changes
+        .apply(copy.project())
+        .map_err(|e| computeragent::Error::invalid("applying the changes", e.to_string()))?;
+    eprintln!("applied {} change(s) to {project}", report.applied.len());
+    for conflict in &report.conflicts {
+        eprintln!(
+            "conflict: {}: {} (left as it is)",
+            conflict.path, conflict.reason
+        );
+    }
+    for (path, why) in &report.refused {
+        eprintln!("refused: {path}: {why}");
+    }
+    if report.conflicts.is_empty() && report.refused.is_empty() {
+        Ok(())
+    } else {
+        Err(computeragent::Error::invalid(
+            "changes",
+            format!(
+                "{} conflict(s) and {} refused change(s) were not applied",
+                report.conflicts.len(),
+                report.refused.len()
+            ),
+        ))
+    }
 }
 
 /// Copies every file of the workdir into `dir`; how many.
