@@ -100,6 +100,9 @@ pub struct RuntimeConfig {
     pub lima_base: Option<String>,
     /// The harness image for Apple's `container` (default: this build's).
     pub container_image: Option<String>,
+    /// Host paths bound read-only at the same place in every sandbox (bwrap only so far; other
+    /// runtimes refuse to open with any).
+    pub read_only: Vec<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -184,6 +187,14 @@ pub async fn select(config: &RuntimeConfig) -> Result<RuntimeName> {
 
 /// Opens `runtime` as a substrate (staging the harness's modules first where it needs them).
 pub async fn open(runtime: RuntimeName, config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
+    if !config.read_only.is_empty() && runtime != RuntimeName::Bwrap {
+        return Err(Error::Unsupported {
+            what: format!("extra read-only mounts on the {runtime} runtime"),
+            reason: "they are bound into bwrap sandboxes only so far; remove them from the \
+                     configuration or use bwrap"
+                .into(),
+        });
+    }
     match runtime {
         RuntimeName::Bwrap => open_bwrap(config).await,
         RuntimeName::Tart => open_tart(config),
@@ -425,7 +436,11 @@ async fn check_bwrap(_config: &RuntimeConfig) -> std::result::Result<String, Str
 #[cfg(all(feature = "bwrap", target_os = "linux"))]
 async fn open_bwrap(config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
     let modules = crate::stage::ensure_staged(config.stage_dir()).await?;
-    Ok(Arc::new(runtime_bwrap::BwrapSubstrate::new(modules)))
+    let mut substrate = runtime_bwrap::BwrapSubstrate::new(modules);
+    for path in &config.read_only {
+        substrate = substrate.read_only(path.clone(), path.clone());
+    }
+    Ok(Arc::new(substrate))
 }
 
 #[cfg(not(all(feature = "bwrap", target_os = "linux")))]

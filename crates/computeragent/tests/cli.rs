@@ -187,3 +187,69 @@ fn a_project_in_copy_mode_changes_only_on_approval() {
     );
     let _ = std::fs::remove_file(patch);
 }
+
+#[test]
+fn the_user_config_sets_defaults_and_its_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("note.txt"), "shared\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "network = \"none\"\nmemory = \"512M\"\nenv_allow = [\"CA_TEST_GREETING\"]\nread_only = [{:?}]\n",
+            share.display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        substrate_testkit::stage::ensure_staged().unwrap();
+        Command::new(env!("CARGO_BIN_EXE_computeragent"))
+            .args(args)
+            .env(
+                "COMPUTERAGENT_STAGE_DIR",
+                substrate_testkit::stage::stage_dir(),
+            )
+            .env("COMPUTERAGENT_CONFIG", &config)
+            .env("CA_TEST_GREETING", "hello from the host")
+            .output()
+            .unwrap()
+    };
+    let share_note = format!("{}/note.txt", share.display());
+    let out = run(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo $CA_TEST_GREETING; cat {share_note}; echo x >> {share_note} || echo read-only"
+        ),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello from the host\nshared\nread-only\n"
+    );
+    let out = run(&["doctor"]);
+    assert!(
+        text(&out.stdout).contains(&format!("{} (read)", config.display())),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::write(&config, "memory = \"lots\"\n").unwrap();
+    let out = run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("`memory` in") && stderr.contains("config.toml"),
+        "{stderr}"
+    );
+    std::fs::write(&config, "colour = \"blue\"\n").unwrap();
+    let out = run(&["doctor"]);
+    assert!(
+        text(&out.stderr).contains("colour"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -13,8 +13,20 @@ struct Line {
     detail: String,
 }
 
-pub async fn run(config: &RuntimeConfig) -> computeragent::Result<ExitCode> {
+pub async fn run(
+    config: &RuntimeConfig,
+    user_config: Option<&Path>,
+) -> computeragent::Result<ExitCode> {
     let mut lines = Vec::new();
+    lines.push(Line {
+        what: "user config".into(),
+        ok: true,
+        detail: match (user_config, crate::config::path()) {
+            (Some(path), _) => format!("{} (read)", path.display()),
+            (None, Some(path)) => format!("none ({} does not exist)", path.display()),
+            (None, None) => "none (no home directory)".into(),
+        },
+    });
     let stage = config
         .stage_dir
         .clone()

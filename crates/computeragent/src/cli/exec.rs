@@ -10,12 +10,13 @@ use crate::args;
 /// Arguments of `exec`.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// The runtime (single commands run in bwrap sandboxes; the VM runtimes boot harnesses).
-    #[arg(long, default_value = "bwrap")]
-    runtime: RuntimeName,
-    /// Network policy: none, host, or allow:DOMAIN[,DOMAIN…].
-    #[arg(long, default_value = "none", value_parser = args::network)]
-    net: NetworkPolicy,
+    /// The runtime (default bwrap: single commands run in bwrap sandboxes; the VM runtimes
+    /// boot harnesses).
+    #[arg(long)]
+    runtime: Option<RuntimeName>,
+    /// Network policy: none (the default), host, or allow:DOMAIN[,DOMAIN…].
+    #[arg(long, value_parser = args::network)]
+    net: Option<NetworkPolicy>,
     /// Memory limit, e.g. 512M.
     #[arg(long, value_parser = args::bytes)]
     memory: Option<u64>,
@@ -30,13 +31,31 @@ pub struct ExecArgs {
     command: Vec<std::ffi::OsString>,
 }
 
-pub async fn run(args: ExecArgs, config: &RuntimeConfig) -> computeragent::Result<ExitCode> {
+pub async fn run(
+    args: ExecArgs,
+    config: &RuntimeConfig,
+    user: &crate::config::UserConfig,
+) -> computeragent::Result<ExitCode> {
     use tokio::io::AsyncWriteExt;
 
-    let substrate = computeragent::runtime::open(args.runtime, config).await?;
-    let spec = computeragent::BootSpec::new("exec")
-        .network(args.net.clone())
-        .limits(args::limits(args.memory, args.cpus));
+    let runtime = args.runtime.or(user.runtime).unwrap_or(RuntimeName::Bwrap);
+    let substrate = computeragent::runtime::open(runtime, config).await?;
+    let mut spec = computeragent::BootSpec::new("exec")
+        .network(
+            args.net
+                .clone()
+                .or_else(|| user.network.clone())
+                .unwrap_or(NetworkPolicy::None),
+        )
+        .limits(args::limits(
+            args.memory.or(user.memory),
+            args.cpus.or(user.cpus),
+        ));
+    for name in &user.env_allow {
+        if let Ok(value) = std::env::var(name) {
+            spec = spec.env(name.clone(), value);
+        }
+    }
     let mut process = substrate.spawn_command(&spec, args.command.clone()).await?;
     async fn pump(
         from: Option<substrate_core::OutputStream>,

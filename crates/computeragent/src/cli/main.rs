@@ -1,6 +1,7 @@
 //! `computeragent`: run a coding agent in a fresh sandbox from the command line.
 
 mod args;
+mod config;
 mod doctor;
 mod exec;
 mod render;
@@ -85,17 +86,25 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
+    let user = match config::load() {
+        Ok(user) => user,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = RuntimeConfig {
-        stage_dir: cli.stage_dir,
-        tart_image: cli.tart_image,
-        lima_base: cli.lima_base,
-        container_image: cli.container_image,
+        stage_dir: cli.stage_dir.or(user.stage_dir.clone()),
+        tart_image: cli.tart_image.or(user.tart_image.clone()),
+        lima_base: cli.lima_base.or(user.lima_base.clone()),
+        container_image: cli.container_image.or(user.container_image.clone()),
+        read_only: user.read_only.clone(),
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Doctor => doctor::run(&config).await,
-            Command::Run(args) => run::run(args, &config).await,
-            Command::Exec(args) => exec::run(args, &config).await,
+            Command::Doctor => doctor::run(&config, user.path.as_deref()).await,
+            Command::Run(args) => run::run(args, &config, &user).await,
+            Command::Exec(args) => exec::run(args, &config, &user).await,
             Command::Probe => probe(&config).await,
             Command::Prepare { runtime, from } => {
                 let name = computeragent::runtime::prepare(runtime, &from, &config).await?;

@@ -23,10 +23,10 @@ pub struct RunArgs {
     /// The runtime (default: the best isolating one usable here; `local` has NO isolation).
     #[arg(long)]
     runtime: Option<RuntimeName>,
-    /// Network policy: none, host, or allow:DOMAIN[,DOMAIN…] (the model is reached through
-    /// the host's broker under every policy).
-    #[arg(long, default_value = "none", value_parser = args::network)]
-    net: NetworkPolicy,
+    /// Network policy: none (the default), host, or allow:DOMAIN[,DOMAIN…] (the model is
+    /// reached through the host's broker under every policy).
+    #[arg(long, value_parser = args::network)]
+    net: Option<NetworkPolicy>,
     /// Memory limit, e.g. 2G.
     #[arg(long, value_parser = args::bytes)]
     memory: Option<u64>,
@@ -60,7 +60,11 @@ pub struct RunArgs {
     model: Option<String>,
 }
 
-pub async fn run(args: RunArgs, config: &RuntimeConfig) -> computeragent::Result<ExitCode> {
+pub async fn run(
+    args: RunArgs,
+    config: &RuntimeConfig,
+    user: &crate::config::UserConfig,
+) -> computeragent::Result<ExitCode> {
     let key = std::env::var("ANTHROPIC_API_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty());
@@ -80,8 +84,16 @@ pub async fn run(args: RunArgs, config: &RuntimeConfig) -> computeragent::Result
     let progress = boot_progress(args.json);
     let mut builder = Agent::builder()
         .runtime_config(config.clone())
-        .network(args.net.clone())
-        .limits(args::limits(args.memory, args.cpus))
+        .network(
+            args.net
+                .clone()
+                .or_else(|| user.network.clone())
+                .unwrap_or(NetworkPolicy::None),
+        )
+        .limits(args::limits(
+            args.memory.or(user.memory),
+            args.cpus.or(user.cpus),
+        ))
         .label("run")
         .progress(progress.sink());
     builder = match (&demo, key) {
@@ -98,8 +110,13 @@ pub async fn run(args: RunArgs, config: &RuntimeConfig) -> computeragent::Result
     ] {
         builder = builder.env(name, "1");
     }
-    if let Some(runtime) = args.runtime {
+    if let Some(runtime) = args.runtime.or(user.runtime) {
         builder = builder.runtime(runtime);
+    }
+    for name in &user.env_allow {
+        if let Ok(value) = std::env::var(name) {
+            builder = builder.env(name.clone(), value);
+        }
     }
     if let Some(model) = &args.model {
         builder = builder.model(model.clone());
