@@ -22,6 +22,8 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     // The tart simulator's softnet (`--net-softnet-block`).
     ("nftables", "nft"),
+    // The terminal tests drive `computeragent shell` as a person would.
+    ("tmux", "tmux"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {

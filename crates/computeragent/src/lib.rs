@@ -8,6 +8,7 @@ pub mod runtime;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stage;
+pub mod terminal;
 
 pub use agent::{Agent, AgentBuilder, Source, TaskResult};
 pub use runtime::{Availability, RuntimeConfig, RuntimeName};

@@ -435,12 +435,20 @@ async fn check_bwrap(_config: &RuntimeConfig) -> std::result::Result<String, Str
 
 #[cfg(all(feature = "bwrap", target_os = "linux"))]
 async fn open_bwrap(config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
+    Ok(Arc::new(bwrap_substrate(config).await?))
+}
+
+/// The bwrap substrate itself (for what only it offers, such as terminals).
+#[cfg(all(feature = "bwrap", target_os = "linux"))]
+pub(crate) async fn bwrap_substrate(
+    config: &RuntimeConfig,
+) -> Result<runtime_bwrap::BwrapSubstrate> {
     let modules = crate::stage::ensure_staged(config.stage_dir()).await?;
     let mut substrate = runtime_bwrap::BwrapSubstrate::new(modules);
     for path in &config.read_only {
         substrate = substrate.read_only(path.clone(), path.clone());
     }
-    Ok(Arc::new(substrate))
+    Ok(substrate)
 }
 
 #[cfg(not(all(feature = "bwrap", target_os = "linux")))]

@@ -532,10 +532,12 @@ enum Launch {
         secrets: Vec<u8>,
         env: Vec<(OsString, OsString)>,
     },
-    /// One command; its variables travel with the argv through `--args FD`.
+    /// One command; its variables travel with the argv through `--args FD`. With `tty`, that
+    /// terminal (a PTY's replica side) is its stdin, stdout and stderr.
     Exec {
         argv: Vec<OsString>,
         env: Vec<(OsString, OsString)>,
+        tty: Option<OwnedFd>,
     },
 }
 
@@ -578,6 +580,7 @@ fn spawn_jail(
     let mut inherit: Vec<RawFd> = vec![passwd.fd(), group.fd(), info_write.as_raw_fd()];
     inherit.extend(filters.iter().map(Inherited::fd));
     let mut keep_open: Vec<OwnedFd> = Vec::new();
+    let mut tty = None;
     let (command, env, exec_mode) = match launch {
         Launch::Harness { secrets, env } => {
             let fd = feed(secrets)?;
@@ -588,7 +591,14 @@ fn spawn_jail(
             keep_open.push(fd);
             (command, env, false)
         }
-        Launch::Exec { argv, env } => (JailCommand::Exec(argv), env, true),
+        Launch::Exec {
+            argv,
+            env,
+            tty: terminal,
+        } => {
+            tty = terminal;
+            (JailCommand::Exec(argv), env, true)
+        }
     };
     let config = JailConfig {
         bwrap: pre.bwrap.clone(),
@@ -645,15 +655,27 @@ fn spawn_jail(
     } else {
         full.to_string()
     };
-    std_cmd
-        .stdin(Stdio::null())
-        .stdout(if exec_mode {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::piped())
-        .process_group(0);
+    match &tty {
+        Some(tty) => {
+            let io = |fd: &OwnedFd| {
+                fd.try_clone()
+                    .map(Stdio::from)
+                    .map_err(|e| Error::io("share the terminal", e))
+            };
+            std_cmd.stdin(io(tty)?).stdout(io(tty)?).stderr(io(tty)?);
+        }
+        None => {
+            std_cmd
+                .stdin(Stdio::null())
+                .stdout(if exec_mode {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stderr(Stdio::piped());
+        }
+    }
+    std_cmd.process_group(0);
     if let Some((uid, gid)) = pre.host_id {
         std_cmd.uid(uid).gid(gid);
     }
@@ -683,7 +705,7 @@ fn spawn_jail(
         _ => Error::io(format!("spawn `{described}`"), e),
     })?;
     // The child has its copies; ours go now, so that EOF and EPIPE mean what they should.
-    drop((passwd, group, filters, info_write, keep_open));
+    drop((passwd, group, filters, info_write, keep_open, tty));
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
     // An exec's stderr belongs to its caller; the harness's is logged and its tail kept.
     let stderr_task = if exec_mode {
@@ -947,6 +969,7 @@ pub(crate) async fn spawn(
     sub: &BwrapSubstrate,
     spec: &BootSpec,
     argv: Vec<OsString>,
+    tty: Option<OwnedFd>,
 ) -> Result<JailProcess> {
     if argv.is_empty() {
         return Err(Error::invalid("exec", "no command given"));
@@ -976,7 +999,7 @@ pub(crate) async fn spawn(
             &pre,
             &layout,
             teardown.cgroup.as_ref(),
-            Launch::Exec { argv, env },
+            Launch::Exec { argv, env, tty },
         )?;
         let stdout = spawned.child.stdout.take();
         let stderr = spawned.child.stderr.take();
@@ -1011,7 +1034,7 @@ pub(crate) async fn exec(
     deadline: Option<Duration>,
 ) -> Result<ExecOutput> {
     use tokio::io::AsyncReadExt;
-    let mut process = spawn(sub, spec, argv).await?;
+    let mut process = spawn(sub, spec, argv, None).await?;
     let read_all = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
         tokio::spawn(async move {
             let mut buf = Vec::new();

@@ -179,7 +179,30 @@ impl BwrapSubstrate {
         S: Into<std::ffi::OsString>,
     {
         self.check_spec(spec)?;
-        launcher::spawn(self, spec, argv.into_iter().map(Into::into).collect()).await
+        launcher::spawn(self, spec, argv.into_iter().map(Into::into).collect(), None).await
+    }
+
+    /// Starts one command in a fresh sandbox on a terminal: `tty` (the replica side of a PTY
+    /// the caller owns — never the caller's own terminal) is its stdin, stdout and stderr,
+    /// and its controlling terminal (`setsid --ctty`), so that Ctrl-C, Ctrl-Z and window
+    /// sizes reach it through the PTY. The jail keeps its own session (bwrap
+    /// `--new-session`) and `TIOCSTI` stays refused.
+    #[cfg(target_os = "linux")]
+    pub async fn spawn_terminal<I, S>(
+        &self,
+        spec: &BootSpec,
+        argv: I,
+        tty: std::os::fd::OwnedFd,
+    ) -> Result<JailProcess>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.check_spec(spec)?;
+        let mut full: Vec<std::ffi::OsString> =
+            ["setsid", "--ctty", "--wait"].map(Into::into).to_vec();
+        full.extend(argv.into_iter().map(Into::into));
+        launcher::spawn(self, spec, full, Some(tty)).await
     }
 
     /// Removes what crashed owners left under this substrate's base directory: boot

@@ -6,6 +6,7 @@ mod doctor;
 mod exec;
 mod render;
 mod run;
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run one command in a fresh sandbox; its output streams and its status is returned.
     Exec(exec::ExecArgs),
+    /// A login shell (or any program) in a fresh sandbox, on a real terminal.
+    Shell(shell::ShellArgs),
     /// Boot sandboxes and print the isolation-probe table (bwrap).
     Probe,
     /// Build what later boots start from: a prepared Tart image or a Lima base instance.
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
             Command::Doctor => doctor::run(&config, user.path.as_deref()).await,
             Command::Run(args) => run::run(args, &config, &user).await,
             Command::Exec(args) => exec::run(args, &config, &user).await,
+            Command::Shell(args) => shell::run(args, &config, &user).await,
             Command::Probe => probe(&config).await,
             Command::Prepare { runtime, from } => {
                 let name = computeragent::runtime::prepare(runtime, &from, &config).await?;

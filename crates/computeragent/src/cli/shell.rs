@@ -1,0 +1,181 @@
+//! `computeragent shell [-- PROGRAM…]`: a login shell (or any program) in a fresh sandbox, on
+//! a real terminal. The caller's terminal goes raw for the session and is restored on every
+//! way out (the program's exit, an error, SIGTERM or SIGHUP, a panic); its size follows every
+//! resize; Ctrl-C and friends reach the program, not this command; the program's exit status
+//! becomes this command's.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use computeragent::terminal::{Terminal, size_of};
+use computeragent::{NetworkPolicy, RuntimeConfig, RuntimeName};
+use rustix::termios::{OptionalActions, Termios, tcgetattr, tcsetattr};
+
+use crate::args;
+
+/// Arguments of `shell`.
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    /// The runtime (default bwrap; interactive sessions run there so far).
+    #[arg(long)]
+    runtime: Option<RuntimeName>,
+    /// Network policy: none (the default), host, or allow:DOMAIN[,DOMAIN…].
+    #[arg(long, value_parser = args::network)]
+    net: Option<NetworkPolicy>,
+    /// Memory limit, e.g. 2G.
+    #[arg(long, value_parser = args::bytes)]
+    memory: Option<u64>,
+    /// CPU limit, e.g. 2.
+    #[arg(long, value_parser = args::cpus)]
+    cpus: Option<u32>,
+    /// The program (default: a login shell).
+    #[arg(last = true)]
+    command: Vec<OsString>,
+}
+
+/// The caller's terminal settings before raw mode, for whoever restores them first.
+static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
+
+fn restore() {
+    if let Ok(mut saved) = SAVED.lock()
+        && let Some(termios) = saved.take()
+    {
+        let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &termios);
+    }
+}
+
+/// Raw mode on stdin's terminal until dropped.
+struct RawMode;
+
+impl RawMode {
+    fn enter() -> computeragent::Result<Self> {
+        let original = tcgetattr(std::io::stdin())
+            .map_err(|e| computeragent::Error::io("read the terminal's settings", e.into()))?;
+        let mut raw = original.clone();
+        raw.make_raw();
+        if let Ok(mut saved) = SAVED.lock() {
+            *saved = Some(original);
+        }
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            previous(info);
+        }));
+        tcsetattr(std::io::stdin(), OptionalActions::Now, &raw)
+            .map_err(|e| computeragent::Error::io("make the terminal raw", e.into()))?;
+        Ok(Self)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+pub async fn run(
+    args: ShellArgs,
+    config: &RuntimeConfig,
+    user: &crate::config::UserConfig,
+) -> computeragent::Result<ExitCode> {
+    if !std::io::stdin().is_terminal() {
+        return Err(computeragent::Error::invalid(
+            "shell",
+            "stdin is not a terminal: run it in one (or use `computeragent exec` for a command)",
+        ));
+    }
+    let runtime = args.runtime.or(user.runtime).unwrap_or(RuntimeName::Bwrap);
+    let spec = computeragent::BootSpec::new("shell")
+        .network(
+            args.net
+                .clone()
+                .or_else(|| user.network.clone())
+                .unwrap_or(NetworkPolicy::None),
+        )
+        .limits(args::limits(
+            args.memory.or(user.memory),
+            args.cpus.or(user.cpus),
+        ))
+        .env(
+            "TERM",
+            std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
+        );
+    let argv = if args.command.is_empty() {
+        let shell = if std::path::Path::new("/bin/bash").exists() {
+            "bash"
+        } else {
+            "sh"
+        };
+        vec![OsString::from(shell), OsString::from("-l")]
+    } else {
+        args.command.clone()
+    };
+    let size = size_of(std::io::stdin()).unwrap_or_default();
+    let terminal = Terminal::open(runtime, config, &spec, argv, size).await?;
+    let raw = RawMode::enter()?;
+
+    // Keys to the program, its output to ours: plain threads on blocking descriptors.
+    let mut to_program = terminal.writer()?;
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || to_program.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut from_program = terminal.reader()?;
+    let output = std::thread::spawn(move || {
+        let mut stdout = std::io::stdout().lock();
+        let mut buf = [0u8; 4096];
+        // EIO once the program and its children closed the terminal.
+        while let Ok(n) = from_program.read(&mut buf) {
+            if n == 0 || stdout.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let _ = stdout.flush();
+        }
+    });
+
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind).map_err(|e| computeragent::Error::io("watch signals", e))
+    };
+    let mut resized = signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let resizer = terminal.writer()?;
+    // Boxed, so that dropping it (a signal from outside) kills the sandbox before the output
+    // thread is joined.
+    let mut wait = Box::pin(terminal.wait());
+    let code = loop {
+        tokio::select! {
+            end = &mut wait => {
+                let end = end?;
+                break end.code.unwrap_or(128);
+            }
+            _ = resized.recv() => {
+                if let Some(size) = size_of(std::io::stdin()) {
+                    let _ = rustix::termios::tcsetwinsize(&resizer, rustix::termios::Winsize {
+                        ws_row: size.rows,
+                        ws_col: size.cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    });
+                }
+            }
+            // Sent from outside (the terminal's own Ctrl-C is a byte for the program now):
+            // dropping the wait kills the sandbox.
+            _ = term.recv() => break 143,
+            _ = hangup.recv() => break 129,
+            _ = interrupt.recv() => break 130,
+        }
+    };
+    drop(wait);
+    let _ = output.join();
+    drop(raw);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}

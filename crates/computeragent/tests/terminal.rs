@@ -1,0 +1,221 @@
+//! `computeragent shell` on a real terminal, driven as a person would through tmux: the
+//! sandbox's shell on a PTY of its own with the caller's size, a resize reaching it, Ctrl-C
+//! interrupting the program inside and not the command, its exit status passed on, and the
+//! caller's terminal settings the same afterwards.
+#![cfg(target_os = "linux")]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16) -> Self {
+        let tmux = Command::new("tmux").arg("-V").output();
+        assert!(
+            tmux.is_ok_and(|o| o.status.success()),
+            "tmux is not installed: these tests drive a real terminal with it \
+             (`apt-get install tmux`; `cargo xtask test` installs it)"
+        );
+        substrate_testkit::stage::ensure_staged().unwrap();
+        let socket = format!("catest-{}-{width}", std::process::id());
+        let t = Self { socket };
+        let stage = format!(
+            "COMPUTERAGENT_STAGE_DIR={}",
+            substrate_testkit::stage::stage_dir().display()
+        );
+        t.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "-e",
+            &stage,
+            "-e",
+            "COMPUTERAGENT_CONFIG=/nonexistent/computeragent.toml",
+            "env PS1='outer$ ' bash --norc --noprofile",
+        ]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Waits until the screen shows `text`.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {text:?} on:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn a_shell_in_a_sandbox_behaves_like_a_terminal_and_leaves_it_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = dir.path().join("before");
+    let after = dir.path().join("after");
+    let t = Tmux::start(80, 24);
+    t.wait_for("outer$");
+    t.keys(&[
+        &format!(
+            "stty -g > {}; {} shell; echo EXIT=$?; stty -g > {}",
+            before.display(),
+            env!("CARGO_BIN_EXE_computeragent"),
+            after.display()
+        ),
+        "Enter",
+    ]);
+    // Inside: the sandbox's user, the caller's size.
+    t.keys(&["echo who=$(id -un) size=$(stty size)", "Enter"]);
+    t.wait_for("who=agent size=24 80");
+    // A resize reaches the program.
+    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["echo now=$(stty size)", "Enter"]);
+    t.wait_for("now=30 100");
+    // Ctrl-C interrupts the program inside; the shell and this command live on.
+    t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.keys(&["C-c"]);
+    t.keys(&["echo still=here", "Enter"]);
+    let screen = t.wait_for("still=here");
+    assert!(!screen.contains("slept-42"), "{screen}");
+    // The program's exit status is the command's; the terminal is restored.
+    t.keys(&["exit 7", "Enter"]);
+    t.wait_for("EXIT=7");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !after.exists() {
+        assert!(Instant::now() < deadline, "the outer shell never ran stty");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&before).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+        "the terminal's settings changed"
+    );
+}
+
+#[test]
+fn a_shell_without_a_terminal_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_computeragent"))
+        .args(["shell"])
+        .env("COMPUTERAGENT_CONFIG", "/nonexistent/computeragent.toml")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a terminal"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sigterm_ends_the_session_and_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = dir.path().join("before");
+    let after = dir.path().join("after");
+    let t = Tmux::start(90, 20);
+    t.wait_for("outer$");
+    let marker = format!("sleep {}", 900 + std::process::id() % 90);
+    t.keys(&[
+        &format!(
+            "stty -g > {}; {} shell -- {marker}; echo EXIT=$?; stty -g > {}",
+            before.display(),
+            env!("CARGO_BIN_EXE_computeragent"),
+            after.display()
+        ),
+        "Enter",
+    ]);
+    // Wait for the program inside to run, then terminate the command from outside.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sandboxed = loop {
+        let found = Command::new("pgrep")
+            .args(["-f", &format!("^{marker}$")])
+            .output()
+            .unwrap();
+        if found.status.success() {
+            break String::from_utf8_lossy(&found.stdout).trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the program never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = Command::new("pkill")
+        .args(["-TERM", "-f", &format!("computeragent shell -- {marker}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    t.wait_for("EXIT=143");
+    // The sandbox went with it.
+    for pid in sandboxed.lines() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the sandboxed program {pid} outlived the session"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !after.exists() {
+        assert!(Instant::now() < deadline, "the outer shell never ran stty");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&before).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+        "the terminal's settings changed"
+    );
+}
