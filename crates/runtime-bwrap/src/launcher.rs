@@ -963,6 +963,25 @@ impl JailProcess {
     }
 }
 
+/// The relay a single command runs under when its spec brokers a key: TCP listeners on the
+/// sandbox's 127.0.0.1 piped to the broker's socket, then the command with the same stdio
+/// (terminal signals are the command's, so the relay ignores them), its exit status passed on.
+const RELAY_MJS: &str = r#"import net from "node:net";
+import { spawn } from "node:child_process";
+const args = process.argv.slice(2);
+const split = args.indexOf("--");
+for (const pair of args.slice(0, split)) {
+  const [port, socket] = [Number(pair.slice(0, pair.indexOf("="))), pair.slice(pair.indexOf("=") + 1)];
+  net.createServer((c) => { const u = net.connect(socket); c.pipe(u).pipe(c); u.on("error", () => c.destroy()); c.on("error", () => u.destroy()); })
+    .listen(port, "127.0.0.1").unref();
+}
+for (const s of ["SIGINT", "SIGQUIT", "SIGTSTP", "SIGHUP"]) process.on(s, () => {});
+const [cmd, ...rest] = args.slice(split + 1);
+const child = spawn(cmd, rest, { stdio: "inherit" });
+child.on("error", (e) => { console.error(`${cmd}: ${e.message}`); process.exit(127); });
+child.on("exit", (code, signal) => process.exit(code ?? 128 + (signal ? ({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2 }[signal] ?? 1) : 0)));
+"#;
+
 /// Starts one command in a fresh jail (same mounts, namespaces, filters and limits as a
 /// harness boot).
 pub(crate) async fn spawn(
@@ -989,8 +1008,26 @@ pub(crate) async fn spawn(
     let mut teardown = BwrapTeardown::new(spec);
     let started = async {
         let layout = stage_layout(sub, spec, &pre, &mut teardown)?;
-        let env = spec
-            .engine_envs
+        // A model key stays on the host here too: the command gets the placeholders, and a
+        // relay on its own 127.0.0.1 to the broker runs beside it.
+        let (env_vars, argv) = match &pre.broker {
+            Some(plan) => {
+                teardown.broker = Some(start_broker(spec, plan, &layout)?);
+                let relay = layout.run.join("relay.mjs");
+                std::fs::write(&relay, RELAY_MJS)
+                    .map_err(|e| Error::io(format!("write {}", relay.display()), e))?;
+                let mut wrapped: Vec<OsString> = vec![
+                    format!("{}/bin/node", jail::HARNESS_DIR).into(),
+                    format!("{}/relay.mjs", jail::RUN_DIR).into(),
+                    format!("{BROKER_RELAY_PORT}={}/broker.sock", jail::RUN_DIR).into(),
+                    "--".into(),
+                ];
+                wrapped.extend(argv);
+                (&plan.engine_envs, wrapped)
+            }
+            None => (&spec.engine_envs, argv),
+        };
+        let env = env_vars
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v.expose())))
             .collect();

@@ -151,3 +151,49 @@ async fn the_unsafe_option_puts_the_key_inside_and_the_dump_finds_it() {
     harness.shutdown().await.unwrap();
     assert!(String::from_utf8_lossy(&dump).contains(&canary));
 }
+
+/// A single command is held to the same rule: it gets the placeholder and a relay to the
+/// broker on its own 127.0.0.1, the model gets the key, and nothing in the jail has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_command_gets_the_placeholder_and_a_relay_to_the_broker() {
+    let canary = canary();
+    let model = ScriptedModel::start(Script::new().reply(Reply::text("hi")))
+        .await
+        .unwrap();
+    let spec = scripted_boot_spec("exec-canary", &model.base_url())
+        .env("ANTHROPIC_API_KEY", canary.clone());
+    let script = "for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; echo; done; \
+        node -e \"fetch(process.env.ANTHROPIC_BASE_URL + '/v1/messages', {method: 'POST', \
+        headers: {'x-api-key': process.env.ANTHROPIC_API_KEY, 'content-type': 'application/json', \
+        'anthropic-version': '2023-06-01'}, body: JSON.stringify({model: 'm', max_tokens: 8, \
+        messages: [{role: 'user', content: 'x'}]})}).then(r => console.log('status=' + r.status))\"";
+    let out = common::substrate()
+        .unwrap()
+        .exec(&spec, ["sh", "-c", script])
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("status=200"), "{stdout}");
+    assert!(
+        stdout.contains("ANTHROPIC_BASE_URL=http://127.0.0.1:3129/"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&canary), "the key is inside the jail");
+    let keys: Vec<String> = model
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/messages"))
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "x-api-key")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(keys, vec![canary]);
+}
