@@ -219,3 +219,39 @@ fn sigterm_ends_the_session_and_restores_the_terminal() {
         "the terminal's settings changed"
     );
 }
+
+#[test]
+fn claude_code_runs_interactively_with_no_first_run_screen() {
+    let t = Tmux::start(120, 40);
+    t.wait_for("outer$");
+    t.keys(&[
+        &format!(
+            "env -u ANTHROPIC_API_KEY {} claude; echo EXIT=$?",
+            env!("CARGO_BIN_EXE_computeragent")
+        ),
+        "Enter",
+    ]);
+    // Straight to the prompt: no onboarding, trust dialog or key question.
+    let screen = t.wait_for("bypass permissions on");
+    for first_run in [
+        "trust",
+        "Detected a custom API key",
+        "Choose the text style",
+    ] {
+        assert!(!screen.contains(first_run), "{first_run}:\n{screen}");
+    }
+    t.keys(&["write the answer"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["Enter"]);
+    // The scripted demo model's tool call ran in the sandbox, and its answer came back.
+    t.wait_for("(scripted demo model) I wrote answer.md");
+    let screen = t.screen();
+    assert!(
+        screen.contains("shell command") || screen.contains("Bash"),
+        "{screen}"
+    );
+    t.keys(&["/exit"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["Enter"]);
+    t.wait_for("EXIT=0");
+}

@@ -49,6 +49,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// A login shell (or any program) in a fresh sandbox, on a real terminal.
     Shell(shell::ShellArgs),
+    /// Claude Code, interactive, with full autonomy in a fresh sandbox (gone when it exits).
+    Claude(shell::ClaudeArgs),
     /// Boot sandboxes and print the isolation-probe table (bwrap).
     Probe,
     /// Build what later boots start from: a prepared Tart image or a Lima base instance.
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args, &config, &user).await,
             Command::Exec(args) => exec::run(args, &config, &user).await,
             Command::Shell(args) => shell::run(args, &config, &user).await,
+            Command::Claude(args) => shell::claude(args, &config, &user).await,
             Command::Probe => probe(&config).await,
             Command::Prepare { runtime, from } => {
                 let name = computeragent::runtime::prepare(runtime, &from, &config).await?;

@@ -299,7 +299,7 @@ async fn copy_out(agent: &Agent, dir: &Path) -> computeragent::Result<usize> {
 
 /// The scripted model of the offline demo: the agent writes `answer.md` with the prompt in
 /// it, then says what it did.
-async fn demo_model(prompt: &str) -> computeragent::Result<ScriptedModel> {
+pub(crate) async fn demo_model(prompt: &str) -> computeragent::Result<ScriptedModel> {
     let quoted = prompt.replace('\'', "'\\''");
     let script = Script::new()
         .reply(Reply::tool_use(

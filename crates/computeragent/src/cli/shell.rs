@@ -75,10 +75,106 @@ impl Drop for RawMode {
     }
 }
 
+/// Arguments of `claude`.
+#[derive(Debug, clap::Args)]
+pub struct ClaudeArgs {
+    /// The runtime (default bwrap; interactive sessions run there so far).
+    #[arg(long)]
+    runtime: Option<RuntimeName>,
+    /// Network policy: none (the default; the model is reached through the host's broker),
+    /// host, or allow:DOMAIN[,DOMAIN…].
+    #[arg(long, value_parser = args::network)]
+    net: Option<NetworkPolicy>,
+    /// Memory limit, e.g. 2G.
+    #[arg(long, value_parser = args::bytes)]
+    memory: Option<u64>,
+    /// CPU limit, e.g. 2.
+    #[arg(long, value_parser = args::cpus)]
+    cpus: Option<u32>,
+    /// Arguments for Claude Code.
+    #[arg(last = true)]
+    args: Vec<OsString>,
+}
+
+/// Prepares the sandbox's HOME so that no first-run screen waits for a person (onboarding,
+/// the folder trust dialog, the custom-key prompt for the per-boot placeholder, the
+/// bypass-permissions warning), then runs Claude Code's own binary with full autonomy.
+const CLAUDE_LAUNCH: &str = r#"const fs = require("fs");
+const key = process.env.ANTHROPIC_API_KEY || "";
+fs.writeFileSync(process.env.HOME + "/.claude.json", JSON.stringify({
+  hasCompletedOnboarding: true,
+  bypassPermissionsModeAccepted: true,
+  projects: { [process.cwd()]: { hasTrustDialogAccepted: true } },
+  customApiKeyResponses: { approved: key ? [key.slice(-20)] : [], rejected: [] },
+}));
+const dir = "/opt/harness/node_modules/@anthropic-ai";
+const pkg = fs.readdirSync(dir).find((d) => d.startsWith("claude-agent-sdk-linux-") && fs.existsSync(`${dir}/${d}/claude`));
+if (!pkg) { console.error("Claude Code's binary is not among the staged modules"); process.exit(127); }
+const { spawnSync } = require("child_process");
+for (const s of ["SIGINT", "SIGQUIT", "SIGTSTP"]) process.on(s, () => {});
+const r = spawnSync(`${dir}/${pkg}/claude`, ["--dangerously-skip-permissions", ...process.argv.slice(1)], { stdio: "inherit" });
+process.exit(r.status ?? 1);
+"#;
+
+pub async fn claude(
+    args: ClaudeArgs,
+    config: &RuntimeConfig,
+    user: &crate::config::UserConfig,
+) -> computeragent::Result<ExitCode> {
+    let key = std::env::var("ANTHROPIC_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let demo = match key {
+        Some(_) => None,
+        None => {
+            eprintln!(
+                "note: ANTHROPIC_API_KEY is not set: the SCRIPTED DEMO MODEL answers (offline, \
+                 canned replies). Set the key for the real model."
+            );
+            Some(crate::run::demo_model("your request").await?)
+        }
+    };
+    let mut argv: Vec<OsString> = vec!["node".into(), "-e".into(), CLAUDE_LAUNCH.into()];
+    argv.extend(args.args.iter().cloned());
+    let shell = ShellArgs {
+        runtime: args.runtime,
+        net: args.net.clone(),
+        memory: args.memory,
+        cpus: args.cpus,
+        command: argv,
+    };
+    let mut extra: Vec<(String, String)> = vec![
+        ("DISABLE_AUTOUPDATER".into(), "1".into()),
+        ("DISABLE_TELEMETRY".into(), "1".into()),
+        (
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+            "1".into(),
+        ),
+    ];
+    match (&demo, key) {
+        (Some(model), _) => {
+            extra.push(("ANTHROPIC_BASE_URL".into(), model.base_url()));
+            extra.push(("ANTHROPIC_API_KEY".into(), "sk-ant-scripted-demo".into()));
+        }
+        (None, Some(key)) => extra.push(("ANTHROPIC_API_KEY".into(), key)),
+        (None, None) => {}
+    }
+    session(shell, config, user, extra).await
+}
+
 pub async fn run(
     args: ShellArgs,
     config: &RuntimeConfig,
     user: &crate::config::UserConfig,
+) -> computeragent::Result<ExitCode> {
+    session(args, config, user, Vec::new()).await
+}
+
+async fn session(
+    args: ShellArgs,
+    config: &RuntimeConfig,
+    user: &crate::config::UserConfig,
+    extra_env: Vec<(String, String)>,
 ) -> computeragent::Result<ExitCode> {
     if !std::io::stdin().is_terminal() {
         return Err(computeragent::Error::invalid(
@@ -102,6 +198,15 @@ pub async fn run(
             "TERM",
             std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
         );
+    let mut spec = spec;
+    for name in &user.env_allow {
+        if let Ok(value) = std::env::var(name) {
+            spec = spec.env(name.clone(), value);
+        }
+    }
+    for (name, value) in extra_env {
+        spec = spec.env(name, value);
+    }
     let argv = if args.command.is_empty() {
         let shell = if std::path::Path::new("/bin/bash").exists() {
             "bash"
