@@ -70,17 +70,33 @@ pub struct Terminal {
 impl Terminal {
     /// Starts `argv` in a fresh sandbox of `runtime` on a new PTY of `size`, with `spec`'s
     /// policy, limits and variables. bwrap only so far; the VM runtimes need an SSH PTY.
+    ///
+    /// With `seed`, that directory's tree is copied into the workdir first.
     pub async fn open(
         runtime: RuntimeName,
         config: &RuntimeConfig,
         spec: &BootSpec,
         argv: Vec<OsString>,
         size: TerminalSize,
+        seed: Option<&std::path::Path>,
     ) -> Result<Self> {
         if argv.is_empty() {
             return Err(Error::invalid("terminal", "no program given"));
         }
-        Self::start(runtime, config, spec, argv, size).await
+        Self::start(runtime, config, spec, argv, size, seed).await
+    }
+
+    /// The host directory that is the program's workdir (kept after [`Terminal::wait`] when
+    /// the spec keeps workdirs).
+    pub fn workdir(&self) -> Option<std::path::PathBuf> {
+        #[cfg(all(feature = "bwrap", target_os = "linux"))]
+        {
+            Some(self.process.workdir().to_path_buf())
+        }
+        #[cfg(not(all(feature = "bwrap", target_os = "linux")))]
+        {
+            None
+        }
     }
 
     #[cfg(all(feature = "bwrap", target_os = "linux"))]
@@ -90,13 +106,14 @@ impl Terminal {
         spec: &BootSpec,
         argv: Vec<OsString>,
         size: TerminalSize,
+        seed: Option<&std::path::Path>,
     ) -> Result<Self> {
         if runtime != RuntimeName::Bwrap {
             return Err(unsupported(runtime));
         }
         let substrate = crate::runtime::bwrap_substrate(config).await?;
         let (main, replica) = open_pty(size)?;
-        let process = substrate.spawn_terminal(spec, argv, replica).await?;
+        let process = substrate.spawn_terminal(spec, argv, replica, seed).await?;
         Ok(Self { main, process })
     }
 
@@ -107,6 +124,7 @@ impl Terminal {
         _spec: &BootSpec,
         _argv: Vec<OsString>,
         size: TerminalSize,
+        _seed: Option<&std::path::Path>,
     ) -> Result<Self> {
         let _ = open_pty(size)?;
         Err(unsupported(runtime))

@@ -106,7 +106,7 @@ fn a_shell_in_a_sandbox_behaves_like_a_terminal_and_leaves_it_as_it_was() {
     t.wait_for("outer$");
     t.keys(&[
         &format!(
-            "stty -g > {}; {} shell; echo EXIT=$?; stty -g > {}",
+            "stty -g > {}; {} shell --no-project; echo EXIT=$?; stty -g > {}",
             before.display(),
             env!("CARGO_BIN_EXE_computeragent"),
             after.display()
@@ -170,7 +170,7 @@ fn sigterm_ends_the_session_and_restores_the_terminal() {
     let marker = format!("sleep {}", 900 + std::process::id() % 90);
     t.keys(&[
         &format!(
-            "stty -g > {}; {} shell -- {marker}; echo EXIT=$?; stty -g > {}",
+            "stty -g > {}; {} shell --no-project -- {marker}; echo EXIT=$?; stty -g > {}",
             before.display(),
             env!("CARGO_BIN_EXE_computeragent"),
             after.display()
@@ -191,7 +191,11 @@ fn sigterm_ends_the_session_and_restores_the_terminal() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let status = Command::new("pkill")
-        .args(["-TERM", "-f", &format!("computeragent shell -- {marker}")])
+        .args([
+            "-TERM",
+            "-f",
+            &format!("computeragent shell --no-project -- {marker}"),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -226,7 +230,7 @@ fn claude_code_runs_interactively_with_no_first_run_screen() {
     t.wait_for("outer$");
     t.keys(&[
         &format!(
-            "env -u ANTHROPIC_API_KEY {} claude; echo EXIT=$?",
+            "env -u ANTHROPIC_API_KEY {} claude --no-project; echo EXIT=$?",
             env!("CARGO_BIN_EXE_computeragent")
         ),
         "Enter",
@@ -254,4 +258,46 @@ fn claude_code_runs_interactively_with_no_first_run_screen() {
     std::thread::sleep(Duration::from_millis(300));
     t.keys(&["Enter"]);
     t.wait_for("EXIT=0");
+}
+
+#[test]
+fn a_session_on_a_project_changes_it_only_on_approval() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("README.md"), "hello\n").unwrap();
+    let t = Tmux::start(110, 30);
+    t.wait_for("outer$");
+    let edit = "sh -c 'echo new > added.txt; echo changed >> README.md'";
+    let bin = env!("CARGO_BIN_EXE_computeragent");
+    let dir = project.path().display();
+    // --no-apply: shown, not applied.
+    t.keys(&[
+        &format!("{bin} shell --project {dir} --no-apply -- {edit}; echo FIRST=$?"),
+        "Enter",
+    ]);
+    let screen = t.wait_for("FIRST=0");
+    assert!(
+        screen.contains("M README.md") && screen.contains("A added.txt"),
+        "{screen}"
+    );
+    assert!(screen.contains("not applied"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("README.md")).unwrap(),
+        "hello\n"
+    );
+    assert!(!project.path().join("added.txt").exists());
+    // --apply: the project gets the changes.
+    t.keys(&[
+        &format!("{bin} shell --project {dir} --apply -- {edit}; echo SECOND=$?"),
+        "Enter",
+    ]);
+    let screen = t.wait_for("SECOND=0");
+    assert!(screen.contains("applied 2 change(s)"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("README.md")).unwrap(),
+        "hello\nchanged\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("added.txt")).unwrap(),
+        "new\n"
+    );
 }

@@ -963,6 +963,45 @@ impl JailProcess {
     }
 }
 
+/// Copies the tree `from` into the workdir before the command starts, owned by the sandbox's
+/// uid (symlinks as they are, special files left out).
+fn seed_workdir(from: &Path, workdir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
+    let chown = |p: &Path| -> Result<()> {
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| io("chown", p, e))?;
+        }
+        Ok(())
+    };
+    let mut stack = vec![(from.to_path_buf(), workdir.to_path_buf())];
+    while let Some((src, dst)) = stack.pop() {
+        for entry in std::fs::read_dir(&src).map_err(|e| io("read", &src, e))? {
+            let entry = entry.map_err(|e| io("read", &src, e))?;
+            let (source, target) = (entry.path(), dst.join(entry.file_name()));
+            let kind = entry.file_type().map_err(|e| io("inspect", &source, e))?;
+            if kind.is_dir() {
+                std::fs::create_dir(&target).map_err(|e| io("create", &target, e))?;
+                let mode = std::fs::metadata(&source)
+                    .map_err(|e| io("inspect", &source, e))?
+                    .permissions()
+                    .mode();
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o777))
+                    .map_err(|e| io("chmod", &target, e))?;
+                chown(&target)?;
+                stack.push((source, target));
+            } else if kind.is_symlink() {
+                let link = std::fs::read_link(&source).map_err(|e| io("read link", &source, e))?;
+                std::os::unix::fs::symlink(link, &target).map_err(|e| io("create", &target, e))?;
+                chown(&target)?;
+            } else if kind.is_file() {
+                std::fs::copy(&source, &target).map_err(|e| io("copy", &source, e))?;
+                chown(&target)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The relay a single command runs under when its spec brokers a key: TCP listeners on the
 /// sandbox's 127.0.0.1 piped to the broker's socket, then the command with the same stdio
 /// (terminal signals are the command's, so the relay ignores them), its exit status passed on.
@@ -989,6 +1028,7 @@ pub(crate) async fn spawn(
     spec: &BootSpec,
     argv: Vec<OsString>,
     tty: Option<OwnedFd>,
+    seed: Option<&Path>,
 ) -> Result<JailProcess> {
     if argv.is_empty() {
         return Err(Error::invalid("exec", "no command given"));
@@ -1008,6 +1048,9 @@ pub(crate) async fn spawn(
     let mut teardown = BwrapTeardown::new(spec);
     let started = async {
         let layout = stage_layout(sub, spec, &pre, &mut teardown)?;
+        if let Some(seed) = seed {
+            seed_workdir(seed, &layout.workdir, pre.host_id)?;
+        }
         // A model key stays on the host here too: the command gets the placeholders, and a
         // relay on its own 127.0.0.1 to the broker runs beside it.
         let (env_vars, argv) = match &pre.broker {
@@ -1071,7 +1114,7 @@ pub(crate) async fn exec(
     deadline: Option<Duration>,
 ) -> Result<ExecOutput> {
     use tokio::io::AsyncReadExt;
-    let mut process = spawn(sub, spec, argv, None).await?;
+    let mut process = spawn(sub, spec, argv, None, None).await?;
     let read_all = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
         tokio::spawn(async move {
             let mut buf = Vec::new();

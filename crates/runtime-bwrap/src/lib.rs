@@ -179,20 +179,29 @@ impl BwrapSubstrate {
         S: Into<std::ffi::OsString>,
     {
         self.check_spec(spec)?;
-        launcher::spawn(self, spec, argv.into_iter().map(Into::into).collect(), None).await
+        launcher::spawn(
+            self,
+            spec,
+            argv.into_iter().map(Into::into).collect(),
+            None,
+            None,
+        )
+        .await
     }
 
     /// Starts one command in a fresh sandbox on a terminal: `tty` (the replica side of a PTY
     /// the caller owns — never the caller's own terminal) is its stdin, stdout and stderr,
     /// and its controlling terminal (`setsid --ctty`), so that Ctrl-C, Ctrl-Z and window
     /// sizes reach it through the PTY. The jail keeps its own session (bwrap
-    /// `--new-session`) and `TIOCSTI` stays refused.
+    /// `--new-session`) and `TIOCSTI` stays refused. With `seed`, that directory's tree is
+    /// copied into the workdir (owned by the sandbox) before the command starts.
     #[cfg(target_os = "linux")]
     pub async fn spawn_terminal<I, S>(
         &self,
         spec: &BootSpec,
         argv: I,
         tty: std::os::fd::OwnedFd,
+        seed: Option<&std::path::Path>,
     ) -> Result<JailProcess>
     where
         I: IntoIterator<Item = S>,
@@ -202,7 +211,7 @@ impl BwrapSubstrate {
         let mut full: Vec<std::ffi::OsString> =
             ["setsid", "--ctty", "--wait"].map(Into::into).to_vec();
         full.extend(argv.into_iter().map(Into::into));
-        launcher::spawn(self, spec, full, Some(tty)).await
+        launcher::spawn(self, spec, full, Some(tty), seed).await
     }
 
     /// Removes what crashed owners left under this substrate's base directory: boot

@@ -4,6 +4,7 @@ mod args;
 mod config;
 mod doctor;
 mod exec;
+mod project;
 mod render;
 mod run;
 mod shell;

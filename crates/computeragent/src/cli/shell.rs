@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
@@ -30,9 +31,66 @@ pub struct ShellArgs {
     /// CPU limit, e.g. 2.
     #[arg(long, value_parser = args::cpus)]
     cpus: Option<u32>,
+    #[command(flatten)]
+    project: ProjectArgs,
     /// The program (default: a login shell).
     #[arg(last = true)]
     command: Vec<OsString>,
+}
+
+/// The project a session works on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProjectArgs {
+    /// The project, copied into the sandbox's workdir (default: the current directory).
+    /// What changed is shown when the session ends and applied only on approval.
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
+    /// Start with an empty workdir instead.
+    #[arg(long, conflicts_with = "project")]
+    no_project: bool,
+    /// Apply the changes without asking.
+    #[arg(long, conflicts_with = "no_apply")]
+    apply: bool,
+    /// Never apply the changes (show them; --patch keeps them).
+    #[arg(long)]
+    no_apply: bool,
+    /// Write the changes as a patch (git format) to FILE.
+    #[arg(long, value_name = "FILE")]
+    patch: Option<PathBuf>,
+}
+
+impl ProjectArgs {
+    fn review_options(&self) -> crate::project::Review {
+        crate::project::Review {
+            apply: self.apply,
+            no_apply: self.no_apply,
+            patch: self.patch.clone(),
+        }
+    }
+
+    /// The project directory, if any; the current directory unless that is `/` or HOME.
+    fn directory(&self) -> computeragent::Result<Option<PathBuf>> {
+        if self.no_project {
+            return Ok(None);
+        }
+        if let Some(dir) = &self.project {
+            return Ok(Some(dir.clone()));
+        }
+        let cwd = std::env::current_dir()
+            .map_err(|e| computeragent::Error::io("find the current directory", e))?;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        if cwd == std::path::Path::new("/") || Some(&cwd) == home.as_ref() {
+            return Err(computeragent::Error::invalid(
+                "project",
+                format!(
+                    "the current directory {} is not a project to copy; cd into one, or pass \
+                     --project DIR or --no-project",
+                    cwd.display()
+                ),
+            ));
+        }
+        Ok(Some(cwd))
+    }
 }
 
 /// The caller's terminal settings before raw mode, for whoever restores them first.
@@ -91,6 +149,8 @@ pub struct ClaudeArgs {
     /// CPU limit, e.g. 2.
     #[arg(long, value_parser = args::cpus)]
     cpus: Option<u32>,
+    #[command(flatten)]
+    project: ProjectArgs,
     /// Arguments for Claude Code.
     #[arg(last = true)]
     args: Vec<OsString>,
@@ -141,6 +201,7 @@ pub async fn claude(
         net: args.net.clone(),
         memory: args.memory,
         cpus: args.cpus,
+        project: args.project.clone(),
         command: argv,
     };
     let mut extra: Vec<(String, String)> = vec![
@@ -217,8 +278,29 @@ async fn session(
     } else {
         args.command.clone()
     };
+    // The session's own HOME, so that shell history and the program's settings do not land
+    // in the project's change set.
+    let spec = spec.env("HOME", "/tmp");
+    let project = match args.project.directory()? {
+        Some(dir) => Some(crate::project::Staged::stage(&dir)?),
+        None => None,
+    };
+    let spec = if project.is_some() {
+        spec.workdir(computeragent::core::WorkdirPolicy::Keep)
+    } else {
+        spec
+    };
     let size = size_of(std::io::stdin()).unwrap_or_default();
-    let terminal = Terminal::open(runtime, config, &spec, argv, size).await?;
+    let terminal = Terminal::open(
+        runtime,
+        config,
+        &spec,
+        argv,
+        size,
+        project.as_ref().map(|p| p.staging()),
+    )
+    .await?;
+    let workdir = terminal.workdir();
     let raw = RawMode::enter()?;
 
     // Keys to the program, its output to ours: plain threads on blocking descriptors.
@@ -282,5 +364,13 @@ async fn session(
     drop(wait);
     let _ = output.join();
     drop(raw);
+    if let (Some(project), Some(workdir)) = (&project, &workdir) {
+        let reviewed = project.review(workdir, &args.project.review_options());
+        // The kept boot directory goes once its changes are read.
+        if let Some(boot) = workdir.parent() {
+            let _ = std::fs::remove_dir_all(boot);
+        }
+        reviewed?;
+    }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
