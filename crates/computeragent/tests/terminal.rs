@@ -301,3 +301,40 @@ fn a_session_on_a_project_changes_it_only_on_approval() {
         "new\n"
     );
 }
+
+#[test]
+fn the_projects_runtime_script_runs_first_and_its_failure_ends_the_session() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir(project.path().join(".computeragent")).unwrap();
+    let script = project.path().join(".computeragent/runtime.sh");
+    std::fs::write(&script, "echo preparing; echo ready > /tmp/prepared\n").unwrap();
+    let t = Tmux::start(100, 30);
+    t.wait_for("outer$");
+    let bin = env!("CARGO_BIN_EXE_computeragent");
+    let dir = project.path().display();
+    t.keys(&[
+        &format!("{bin} shell --project {dir} --no-apply -- cat /tmp/prepared; echo FIRST=$?"),
+        "Enter",
+    ]);
+    let screen = t.wait_for("FIRST=0");
+    assert!(
+        screen.contains("running .computeragent/runtime.sh"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("preparing\r\n") || screen.contains("preparing\n"),
+        "{screen}"
+    );
+    assert!(screen.contains("ready"), "{screen}");
+    std::fs::write(&script, "echo broken >&2; exit 7\n").unwrap();
+    t.keys(&[
+        &format!("{bin} shell --project {dir} --no-apply -- echo never-$((6*7)); echo SECOND=$?"),
+        "Enter",
+    ]);
+    let screen = t.wait_for("SECOND=7");
+    assert!(
+        screen.contains("runtime.sh failed with status 7"),
+        "{screen}"
+    );
+    assert!(!screen.contains("never-42"), "{screen}");
+}

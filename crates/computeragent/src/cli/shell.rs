@@ -93,6 +93,16 @@ impl ProjectArgs {
     }
 }
 
+/// Runs the project's runtime script, if it has one, then the program.
+const RUNTIME_SCRIPT: &str = r#"for script in .computeragent/runtime.sh .claude-vm.runtime.sh; do
+  if [ -f "$script" ]; then
+    echo "computeragent: running $script" >&2
+    sh "$script" || { status=$?; echo "computeragent: $script failed with status $status" >&2; exit $status; }
+    break
+  fi
+done
+exec "$@""#;
+
 /// The caller's terminal settings before raw mode, for whoever restores them first.
 static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
 
@@ -289,6 +299,20 @@ async fn session(
         spec.workdir(computeragent::core::WorkdirPolicy::Keep)
     } else {
         spec
+    };
+    // The project's runtime script (agent-vm's name is read too) runs first, in the sandbox,
+    // on the terminal; its failure ends the session with its status.
+    let argv = if project.is_some() {
+        let mut wrapped: Vec<OsString> = vec![
+            "sh".into(),
+            "-c".into(),
+            RUNTIME_SCRIPT.into(),
+            "computeragent-runtime".into(),
+        ];
+        wrapped.extend(argv);
+        wrapped
+    } else {
+        argv
     };
     let size = size_of(std::io::stdin()).unwrap_or_default();
     let terminal = Terminal::open(
