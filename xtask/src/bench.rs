@@ -13,7 +13,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         [which] if which == "egress" => "bench-egress",
         [which] if which == "vm" => "bench-vm",
         [which] if which == "server" => "bench-server",
-        _ => bail!("usage: cargo xtask bench [bwrap|egress|vm|server]"),
+        [which] if which == "project" => "bench-project",
+        _ => bail!("usage: cargo xtask bench [bwrap|egress|vm|server|project]"),
     };
     if example == "bench-vm" {
         // The guest simulator the VM benchmark drives, next to the example.

@@ -19,7 +19,7 @@ commands:
                      (--check: fail if the committed bundle is stale)
   stage [DIR]        install the harness's node_modules (the agent SDK and its CLI) into DIR
                      (default: target/harness-stage); skipped when already up to date
-  bench [bwrap|egress|vm|server]
+  bench [bwrap|egress|vm|server|project]
                      harness start, event throughput and file transfer; with `bwrap`: jailed
                      boot, exec vs srt, 32 concurrent boots and PSS; with `egress`: proxy
                      throughput and CONNECT latency, broker time to first byte — each beside a

@@ -119,6 +119,7 @@ impl RuntimeConfig {
             .unwrap_or_else(|| "computeragent-prepared".into())
     }
 
+    #[cfg(feature = "lima")]
     fn lima_base(&self) -> String {
         self.lima_base
             .clone()
