@@ -1,13 +1,10 @@
 //! Copy-in: the project into the sandbox's workdir, and the baseline snapshot of exactly what
-//! was copied, in one pass (each file read once: hashed as it is written). Symlinks are copied
+//! was copied (the kernel copies each file; its hash is read from the page cache). Symlinks are copied
 //! only when they stay inside the project; device files and FIFOs never are.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-
-use sha2::{Digest, Sha256};
 
 use crate::apply::link_stays_inside;
 use crate::{Error, Node, Options, Result, Skipped, Snapshot};
@@ -40,7 +37,6 @@ pub fn copy_in(
         skipped: Default::default(),
     };
     let mut report = CopyReport::default();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut stack = vec![String::new()];
     while let Some(prefix) = stack.pop() {
         let dir = project.join(&prefix);
@@ -94,37 +90,19 @@ pub fn copy_in(
                         .insert(relative, Skipped::TooLarge(meta.len()));
                     continue;
                 }
-                let mut from =
-                    fs::File::open(&source).map_err(|e| Error::io("read", &source, e))?;
-                let mut to = fs::OpenOptions::new()
+                // The kernel copies (copy_file_range: a reflink where the filesystem has
+                // them), and the hash reads the source from the page cache.
+                let size = fs::copy(&source, &target).map_err(|e| Error::io("copy", &source, e))?;
+                let digest = crate::snapshot::digest_file(&source)?;
+                let to = fs::File::options()
                     .write(true)
-                    .create_new(true)
                     .open(&target)
-                    .map_err(|e| Error::io("create", &target, e))?;
-                let mut hasher = Sha256::new();
-                let mut size = 0u64;
-                loop {
-                    let n = from
-                        .read(&mut buf)
-                        .map_err(|e| Error::io("read", &source, e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    to.write_all(&buf[..n])
-                        .map_err(|e| Error::io("write", &target, e))?;
-                    size += n as u64;
-                }
+                    .map_err(|e| Error::io("open", &target, e))?;
                 to.set_permissions(fs::Permissions::from_mode(mode & 0o777))
                     .map_err(|e| Error::io("chmod", &target, e))?;
-                snapshot.nodes.insert(
-                    relative,
-                    Node::File {
-                        size,
-                        mode,
-                        digest: hasher.finalize().into(),
-                    },
-                );
+                snapshot
+                    .nodes
+                    .insert(relative, Node::File { size, mode, digest });
                 report.files += 1;
                 report.bytes += size;
                 if report.files % 256 == 0 {
