@@ -3,26 +3,17 @@
 
 use std::process::ExitCode;
 
-use computeragent::{NetworkPolicy, RuntimeConfig, RuntimeName};
+use computeragent::{RuntimeConfig, RuntimeName};
 
 use crate::args;
 
 /// Arguments of `exec`.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// The runtime (default bwrap: single commands run in bwrap sandboxes; the VM runtimes
-    /// boot harnesses).
-    #[arg(long)]
-    runtime: Option<RuntimeName>,
-    /// Network policy: none (the default), host, or allow:DOMAIN[,DOMAIN…].
-    #[arg(long, value_parser = args::network)]
-    net: Option<NetworkPolicy>,
-    /// Memory limit, e.g. 512M.
-    #[arg(long, value_parser = args::bytes)]
-    memory: Option<u64>,
-    /// CPU limit, e.g. 0.5.
-    #[arg(long, value_parser = args::cpus)]
-    cpus: Option<u32>,
+    /// Runtime (default bwrap: single commands run in bwrap sandboxes; the VM runtimes boot
+    /// harnesses), network policy and limits.
+    #[command(flatten)]
+    sandbox: args::SandboxArgs,
     /// Kill the command after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
@@ -38,19 +29,11 @@ pub async fn run(
 ) -> computeragent::Result<ExitCode> {
     use tokio::io::AsyncWriteExt;
 
-    let runtime = args.runtime.or(user.runtime).unwrap_or(RuntimeName::Bwrap);
+    let runtime = args.sandbox.runtime(user).unwrap_or(RuntimeName::Bwrap);
     let substrate = computeragent::runtime::open(runtime, config).await?;
     let mut spec = computeragent::BootSpec::new("exec")
-        .network(
-            args.net
-                .clone()
-                .or_else(|| user.network.clone())
-                .unwrap_or(NetworkPolicy::None),
-        )
-        .limits(args::limits(
-            args.memory.or(user.memory),
-            args.cpus.or(user.cpus),
-        ));
+        .network(args.sandbox.network(user))
+        .limits(args.sandbox.limits(user));
     for name in &user.env_allow {
         if let Ok(value) = std::env::var(name) {
             spec = spec.env(name.clone(), value);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use computeragent::{Agent, NetworkPolicy, RuntimeConfig, RuntimeName, Source};
+use computeragent::{Agent, RuntimeConfig, Source};
 use indicatif::{ProgressBar, ProgressStyle};
 use scripted_model::{Reply, Script, ScriptedModel};
 use serde_json::json;
@@ -20,19 +20,8 @@ use crate::{args, render};
 pub struct RunArgs {
     /// What to ask the agent.
     prompt: String,
-    /// The runtime (default: the best isolating one usable here; `local` has NO isolation).
-    #[arg(long)]
-    runtime: Option<RuntimeName>,
-    /// Network policy: none (the default), host, or allow:DOMAIN[,DOMAIN…] (the model is
-    /// reached through the host's broker under every policy).
-    #[arg(long, value_parser = args::network)]
-    net: Option<NetworkPolicy>,
-    /// Memory limit, e.g. 2G.
-    #[arg(long, value_parser = args::bytes)]
-    memory: Option<u64>,
-    /// CPU limit, e.g. 2 or 0.5.
-    #[arg(long, value_parser = args::cpus)]
-    cpus: Option<u32>,
+    #[command(flatten)]
+    sandbox: args::SandboxArgs,
     /// A directory copied into the agent's workdir first.
     #[arg(long, value_name = "DIR")]
     source: Option<PathBuf>,
@@ -84,16 +73,8 @@ pub async fn run(
     let progress = boot_progress(args.json);
     let mut builder = Agent::builder()
         .runtime_config(config.clone())
-        .network(
-            args.net
-                .clone()
-                .or_else(|| user.network.clone())
-                .unwrap_or(NetworkPolicy::None),
-        )
-        .limits(args::limits(
-            args.memory.or(user.memory),
-            args.cpus.or(user.cpus),
-        ))
+        .network(args.sandbox.network(user))
+        .limits(args.sandbox.limits(user))
         .label("run")
         .progress(progress.sink());
     builder = match (&demo, key) {
@@ -110,7 +91,7 @@ pub async fn run(
     ] {
         builder = builder.env(name, "1");
     }
-    if let Some(runtime) = args.runtime.or(user.runtime) {
+    if let Some(runtime) = args.sandbox.runtime(user) {
         builder = builder.runtime(runtime);
     }
     for name in &user.env_allow {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use computeragent::terminal::{Terminal, size_of};
-use computeragent::{NetworkPolicy, RuntimeConfig, RuntimeName};
+use computeragent::{RuntimeConfig, RuntimeName};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcsetattr};
 
 use crate::args;
@@ -19,18 +19,10 @@ use crate::args;
 /// Arguments of `shell`.
 #[derive(Debug, clap::Args)]
 pub struct ShellArgs {
-    /// The runtime (default bwrap; interactive sessions run there so far).
-    #[arg(long)]
-    runtime: Option<RuntimeName>,
-    /// Network policy: none (the default), host, or allow:DOMAIN[,DOMAIN…].
-    #[arg(long, value_parser = args::network)]
-    net: Option<NetworkPolicy>,
-    /// Memory limit, e.g. 2G.
-    #[arg(long, value_parser = args::bytes)]
-    memory: Option<u64>,
-    /// CPU limit, e.g. 2.
-    #[arg(long, value_parser = args::cpus)]
-    cpus: Option<u32>,
+    /// Runtime (default bwrap; interactive sessions run there so far), network policy and
+    /// limits.
+    #[command(flatten)]
+    sandbox: args::SandboxArgs,
     #[command(flatten)]
     project: ProjectArgs,
     /// The program (default: a login shell).
@@ -146,19 +138,9 @@ impl Drop for RawMode {
 /// Arguments of `claude`.
 #[derive(Debug, clap::Args)]
 pub struct ClaudeArgs {
-    /// The runtime (default bwrap; interactive sessions run there so far).
-    #[arg(long)]
-    runtime: Option<RuntimeName>,
-    /// Network policy: none (the default; the model is reached through the host's broker),
-    /// host, or allow:DOMAIN[,DOMAIN…].
-    #[arg(long, value_parser = args::network)]
-    net: Option<NetworkPolicy>,
-    /// Memory limit, e.g. 2G.
-    #[arg(long, value_parser = args::bytes)]
-    memory: Option<u64>,
-    /// CPU limit, e.g. 2.
-    #[arg(long, value_parser = args::cpus)]
-    cpus: Option<u32>,
+    /// Runtime (default bwrap), network policy and limits.
+    #[command(flatten)]
+    sandbox: args::SandboxArgs,
     #[command(flatten)]
     project: ProjectArgs,
     /// Arguments for Claude Code.
@@ -207,10 +189,7 @@ pub async fn claude(
     let mut argv: Vec<OsString> = vec!["node".into(), "-e".into(), CLAUDE_LAUNCH.into()];
     argv.extend(args.args.iter().cloned());
     let shell = ShellArgs {
-        runtime: args.runtime,
-        net: args.net.clone(),
-        memory: args.memory,
-        cpus: args.cpus,
+        sandbox: args.sandbox.clone(),
         project: args.project.clone(),
         command: argv,
     };
@@ -253,18 +232,10 @@ async fn session(
             "stdin is not a terminal: run it in one (or use `computeragent exec` for a command)",
         ));
     }
-    let runtime = args.runtime.or(user.runtime).unwrap_or(RuntimeName::Bwrap);
+    let runtime = args.sandbox.runtime(user).unwrap_or(RuntimeName::Bwrap);
     let spec = computeragent::BootSpec::new("shell")
-        .network(
-            args.net
-                .clone()
-                .or_else(|| user.network.clone())
-                .unwrap_or(NetworkPolicy::None),
-        )
-        .limits(args::limits(
-            args.memory.or(user.memory),
-            args.cpus.or(user.cpus),
-        ))
+        .network(args.sandbox.network(user))
+        .limits(args.sandbox.limits(user))
         .env(
             "TERM",
             std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
