@@ -118,9 +118,20 @@ fn a_shell_in_a_sandbox_behaves_like_a_terminal_and_leaves_it_as_it_was() {
     t.wait_for("who=agent size=24 80");
     // A resize reaches the program.
     t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
-    std::thread::sleep(Duration::from_millis(300));
-    t.keys(&["echo now=$(stty size)", "Enter"]);
-    t.wait_for("now=30 100");
+    // The resize travels tmux → this command (SIGWINCH) → the sandbox's PTY: ask until seen.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        t.keys(&["echo now=$(stty size)", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        if t.screen().contains("now=30 100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resize never arrived:\n{}",
+            t.screen()
+        );
+    }
     // Ctrl-C interrupts the program inside; the shell and this command live on.
     t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
     std::thread::sleep(Duration::from_millis(500));
