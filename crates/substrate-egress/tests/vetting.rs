@@ -396,6 +396,8 @@ fn connect_to_443_needs_a_client_hello_naming_the_connect_host() {
         assert!(ok.ends_with("server-hello"), "{ok}");
         assert_eq!(seen.lock().unwrap().len(), 1);
         assert_eq!(seen.lock().unwrap()[0], client_hello(Some("API.test.")));
+        // Its decision is recorded as the tunnel closes.
+        assert!(w.decisions(1).await[0].allowed);
 
         // Another name (even an allowed one), no name, or no TLS at all: a TLS alert, and
         // nothing reaches the upstream.
@@ -405,6 +407,7 @@ fn connect_to_443_needs_a_client_hello_naming_the_connect_host() {
             (client_hello(None), "names no server"),
             (b"GET / HTTP/1.1\r\n\r\n".to_vec(), "not a TLS ClientHello"),
         ] {
+            let before = w.decisions.lock().unwrap().len();
             let out = tunnel_443(&w, "api.test", &hello).await;
             let text = String::from_utf8_lossy(&out);
             assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -412,7 +415,8 @@ fn connect_to_443_needs_a_client_hello_naming_the_connect_host() {
                 out.ends_with(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]),
                 "{out:?}"
             );
-            let d = w.decisions.lock().unwrap().last().cloned().unwrap();
+            // The decision is recorded as the tunnel closes: wait for it, not for the last one.
+            let d = w.decisions(before + 1).await[before].clone();
             assert!(!d.allowed, "{d:?}");
             assert!(d.reason.as_deref().unwrap().contains(needle), "{d:?}");
         }

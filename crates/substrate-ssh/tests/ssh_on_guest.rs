@@ -42,6 +42,16 @@ impl Guest {
             .spawn()
             .unwrap();
         let ip = tart(&["ip", "vm", "--wait", "10"]).trim().to_owned();
+        // An address comes with the VM; sshd may still be starting: wait until it accepts, so
+        // that each test sees the failure it is about and not a refused connection.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect((ip.as_str(), 22)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sshd in the guest never accepted"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         Self {
             tools,
             _dir: dir,
