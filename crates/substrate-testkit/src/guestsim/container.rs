@@ -25,7 +25,7 @@
 mod args;
 mod daemon;
 mod lifecycle;
-mod net;
+pub(crate) mod net;
 mod run;
 mod service;
 mod store;

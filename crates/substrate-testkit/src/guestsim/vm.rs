@@ -828,33 +828,10 @@ fn softnet(ns: &str, allow: &[String], block: &[String]) -> Result<()> {
 /// Listens on a host 127.0.0.1 port and pipes each connection to `guest`:22, on threads that
 /// end with the run process.
 fn forward_ssh(guest: Ipv4Addr) -> Result<u16> {
-    use std::net::{TcpListener, TcpStream};
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     let port = listener.local_addr()?.port();
-    std::thread::spawn(move || {
-        for inbound in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let Ok(outbound) = TcpStream::connect((guest, 22)) else {
-                    return;
-                };
-                // SSH is chatty in small packets: no Nagle delay on either leg.
-                let _ = inbound.set_nodelay(true);
-                let _ = outbound.set_nodelay(true);
-                let (Ok(mut a_read), Ok(mut b_read)) = (inbound.try_clone(), outbound.try_clone())
-                else {
-                    return;
-                };
-                let (mut a_write, mut b_write) = (inbound, outbound);
-                let up = std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut a_read, &mut b_write);
-                    let _ = b_write.shutdown(std::net::Shutdown::Write);
-                });
-                let _ = std::io::copy(&mut b_read, &mut a_write);
-                let _ = a_write.shutdown(std::net::Shutdown::Write);
-                let _ = up.join();
-            });
-        }
-    });
+    // SSH is chatty in small packets: the forwarder sets no Nagle delay on either leg.
+    super::container::net::forward(listener, guest, 22);
     Ok(port)
 }
 
