@@ -11,14 +11,15 @@
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::path::Path;
     use std::time::{Duration, Instant};
 
     use anyhow::{Context, bail};
     use changeset::{ChangeSet, Options, Snapshot, copy_in};
-    use computeragent::terminal::{Terminal, TerminalSize};
+    use computeragent::terminal::TerminalRequest;
     use computeragent::{RuntimeConfig, RuntimeName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const FILES: usize = 50_000;
     const TOTAL: usize = 1 << 30;
@@ -161,26 +162,24 @@ mod linux {
             stage_dir: stage.parent().map(Into::into),
             ..RuntimeConfig::default()
         };
-        let terminal = Terminal::open(
+        let mut terminal = computeragent::terminal::open(
             RuntimeName::Bwrap,
             &config,
             &substrate_core::BootSpec::new("bench-keys"),
-            vec!["sh".into(), "-c".into(), "stty raw -echo; exec cat".into()],
-            TerminalSize::default(),
-            None,
+            TerminalRequest::new(["sh", "-c", "stty raw -echo; exec cat"]),
         )
         .await?;
-        let mut writer = terminal.writer()?;
-        let mut reader = terminal.reader()?;
+        let mut writer = terminal.take_input().context("no input")?;
+        let mut reader = terminal.take_output().context("no output")?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut times = Vec::new();
         let mut byte = [0u8; 1];
         for i in 0..KEYS {
             let key = b'a' + (i % 26) as u8;
             let started = Instant::now();
-            writer.write_all(&[key])?;
+            writer.write_all(&[key]).await?;
             loop {
-                reader.read_exact(&mut byte)?;
+                reader.read_exact(&mut byte).await?;
                 if byte[0] == key {
                     break;
                 }
@@ -193,9 +192,10 @@ mod linux {
             percentile(&times, 0.5).as_secs_f64() * 1000.0,
             percentile(&times, 0.95).as_secs_f64() * 1000.0
         );
-        writer.write_all(&[4u8])?;
+        writer.write_all(&[4u8]).await?;
         drop(writer);
         let _ = tokio::time::timeout(Duration::from_secs(5), terminal.wait()).await;
+        terminal.close().await?;
         Ok(())
     }
 }

@@ -349,3 +349,155 @@ fn the_projects_runtime_script_runs_first_and_its_failure_ends_the_session() {
     );
     assert!(!screen.contains("never-42"), "{screen}");
 }
+
+#[cfg(feature = "lima")]
+/// The `limactl` simulator, its base instance of this build (built once per store), and a
+/// user config naming it.
+fn lima_sim(config_dir: &std::path::Path) -> (substrate_testkit::guestsim::SimTools, String) {
+    use runtime_lima::{LimaBase, LimaSubstrate};
+    use substrate_testkit::guestsim::{GUEST_USER, SimTools};
+    SimTools::check_host().unwrap();
+    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-sim");
+    let tools = SimTools::install(&root.join("bin"), &root.join("lima-home")).unwrap();
+    tools.use_npm_mirror().unwrap();
+    let hash = substrate_ssh_harness_hash();
+    let name = format!("base-{}", &hash[..12]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = tools.store().clone();
+        let lock = tokio::task::spawn_blocking(move || store.lock_named("build.lock"))
+            .await
+            .unwrap()
+            .unwrap();
+        if !tools.store().exists(&name) {
+            for old in tools.store().names() {
+                if old.starts_with("base-") {
+                    let _lock = tools.store().lock().unwrap();
+                    tools.store().delete(&old).unwrap();
+                }
+            }
+            let key = tools.store().root().join("_config/user");
+            LimaSubstrate::new(LimaBase::Clone(name.clone()))
+                .limactl(tools.limactl())
+                .lima_home(tools.store().root())
+                .state_dir(tools.store().root().join("state"))
+                .login(
+                    GUEST_USER,
+                    vec![substrate_ssh::SshAuth::KeyFile {
+                        path: key,
+                        passphrase: None,
+                    }],
+                )
+                .build_base(
+                    "template://debian-12",
+                    &name,
+                    None,
+                    substrate_core::BootSpec::new("build"),
+                )
+                .await
+                .unwrap();
+        }
+        drop(lock);
+    });
+    std::fs::write(
+        config_dir.join("computeragent.toml"),
+        format!("lima_base = \"{name}\"\n"),
+    )
+    .unwrap();
+    (tools, name)
+}
+
+#[cfg(feature = "lima")]
+fn substrate_ssh_harness_hash() -> String {
+    substrate_ssh::guest::harness_dir()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[cfg(feature = "lima")]
+#[test]
+fn a_shell_in_a_lima_vm_behaves_like_a_terminal_and_its_changes_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tools, _base) = lima_sim(dir.path());
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("README.md"), "hello\n").unwrap();
+    let before = dir.path().join("before");
+    let after = dir.path().join("after");
+    let t = Tmux::start(80, 24);
+    t.wait_for("outer$");
+    // The simulator's guests log in as `admin` with Lima's key, like `limactl shell`.
+    let sim_bin = tools.limactl().parent().unwrap().display().to_string();
+    t.keys(&[
+        &format!(
+            "export USER=admin LIMA_HOME={} PATH={sim_bin}:$PATH COMPUTERAGENT_CONFIG={}",
+            tools.store().root().display(),
+            dir.path().join("computeragent.toml").display()
+        ),
+        "Enter",
+    ]);
+    t.keys(&[
+        &format!(
+            "stty -g > {}; {} shell --runtime lima --net host --project {} --apply; \
+             echo EXIT=$?; stty -g > {}",
+            before.display(),
+            env!("CARGO_BIN_EXE_computeragent"),
+            project.display(),
+            after.display()
+        ),
+        "Enter",
+    ]);
+    t.keys(&[
+        "echo who=$(id -un) size=$(stty size) in=$(cat README.md)",
+        "Enter",
+    ]);
+    t.wait_for("who=admin size=24 80 in=hello");
+    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        t.keys(&["echo now=$(stty size)", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        if t.screen().contains("now=30 100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resize never arrived:\n{}",
+            t.screen()
+        );
+    }
+    t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.keys(&["C-c"]);
+    t.keys(&["echo made-in-the-vm > vm.txt; echo still=here", "Enter"]);
+    let screen = t.wait_for("still=here");
+    assert!(!screen.contains("slept-42"), "{screen}");
+    t.keys(&["exit 7", "Enter"]);
+    let screen = t.wait_for("EXIT=7");
+    assert!(screen.contains("A vm.txt"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(project.join("vm.txt")).unwrap(),
+        "made-in-the-vm\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !after.exists() {
+        assert!(Instant::now() < deadline, "the outer shell never ran stty");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&before).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+        "the terminal's settings changed"
+    );
+    // The instance is gone.
+    let left: Vec<String> = tools
+        .store()
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with(runtime_lima::DEFAULT_PREFIX))
+        .collect();
+    assert!(left.is_empty(), "instances left: {left:?}");
+}

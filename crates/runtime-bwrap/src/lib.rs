@@ -41,6 +41,8 @@ pub mod probe;
 pub mod reaper;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
+#[cfg(target_os = "linux")]
+mod terminal;
 
 use std::path::PathBuf;
 
@@ -248,6 +250,15 @@ impl Substrate for BwrapSubstrate {
         argv: Vec<std::ffi::OsString>,
     ) -> Result<Box<dyn substrate_core::SandboxProcess>> {
         Ok(Box::new(self.spawn(spec, argv).await?))
+    }
+
+    #[cfg(target_os = "linux")]
+    async fn open_terminal(
+        &self,
+        spec: &BootSpec,
+        request: substrate_core::TerminalRequest,
+    ) -> Result<substrate_core::Terminal> {
+        terminal::open(self, spec, request).await
     }
 
     async fn boot_harness(&self, spec: BootSpec) -> Result<BootedHarness> {

@@ -275,3 +275,17 @@ fn killing_the_parent_kills_the_sandbox_and_the_reaper_cleans_up() {
         assert!(!Path::new(cg).exists(), "cgroup {cg} left behind");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_sizes_resizes_interrupts_and_brings_its_files_back_then_leaves_nothing() {
+    let (substrate, base) = isolated();
+    let scratch = tempfile::tempdir().unwrap();
+    substrate_testkit::terminal::check_terminal(
+        &substrate,
+        &BootSpec::new("terminal"),
+        scratch.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(leftovers(base.path()), Vec::<PathBuf>::new());
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use substrate_core::{
     AuditSink, BootPhase, BootSpec, BootedHarness, BoundaryEvent, Error, Result, Secret,
-    SubstrateKind, Teardown, TeardownReport,
+    SubstrateKind, Teardown, TeardownReport, Terminal, TerminalRequest,
 };
 use substrate_ssh::guest::{self, GuestHarness, HostRunDir, HostServices};
 use substrate_ssh::host_cli::{self, Tool, owner_pid, process_alive};
@@ -36,35 +36,8 @@ pub(crate) async fn boot(sub: &LimaSubstrate, spec: BootSpec) -> Result<BootedHa
     let name = host_cli::vm_name(&sub.prefix, &spec.label)?;
     let mut vm = Instance::new(sub, &spec, name);
     let result = async {
-        vm.services = Some(
-            spec.run_phase(BootPhase::Stage, |_| async {
-                let run_dir = HostRunDir::create(&sub.state_dir, &vm.name)?;
-                let services = HostServices::start(&spec, run_dir.path(), &Default::default())?;
-                vm.run_dir = Some(run_dir);
-                Ok(services)
-            })
-            .await?,
-        );
-        let shape = InstanceShape {
-            cpus: spec.limits.cpu_millis.map(|m| m.div_ceil(1000).max(1)),
-            memory_gib: spec
-                .limits
-                .memory_bytes
-                .map(|b| b.div_ceil(1 << 20) as f64 / 1024.0),
-            mounts: sub.mounts.clone(),
-        };
-        let ssh = vm.start(sub, &spec, &sub.base, &shape).await?;
-        if let Some(script) = &sub.runtime_script {
-            let cwd = sub
-                .mounts
-                .iter()
-                .find(|m| m.writable)
-                .map(|m| m.path.to_string_lossy().into_owned());
-            guest::run_script(&ssh, &spec, "runtime.sh", script, cwd.as_deref()).await?;
-        }
-        let installed = guest::ensure_harness(&ssh, &spec).await?;
+        let (ssh, installed, extra_env) = vm.bring_up(sub, &spec).await?;
         let services = vm.services.as_ref().ok_or_else(missing_services)?;
-        let extra_env = services.connect(&ssh).await?;
         let harness = guest::start_harness(
             &ssh,
             &spec,
@@ -87,21 +60,39 @@ pub(crate) async fn boot(sub: &LimaSubstrate, spec: BootSpec) -> Result<BootedHa
             token,
             Box::new(vm),
         )),
-        Err(e) => {
-            if sub.keep_on_failure && vm.created {
-                tracing::warn!(
-                    instance = %vm.name,
-                    error = %e,
-                    "boot failed; the instance is kept for debugging: `limactl shell {0}`, \
-                     then `limactl delete --force {0}`",
-                    vm.name
-                );
-                vm.done = true;
-            } else if let Err(cleanup) = vm.shutdown().await {
-                tracing::error!(error = %cleanup, "cleanup after a failed boot failed");
-            }
-            Err(e)
+        Err(e) => Err(vm.fail(sub, e).await),
+    }
+}
+
+/// A program on a terminal in a fresh instance of its own: the boot up to the installed
+/// harness and the forwards, then the program on an SSH PTY instead of the harness.
+pub(crate) async fn open_terminal(
+    sub: &LimaSubstrate,
+    spec: BootSpec,
+    request: TerminalRequest,
+) -> Result<Terminal> {
+    request.check()?;
+    if let Err(e) = reap(sub).await {
+        tracing::debug!(error = %e, "could not look for leftovers of crashed runs");
+    }
+    let name = host_cli::vm_name(&sub.prefix, &spec.label)?;
+    let mut vm = Instance::new(sub, &spec, name);
+    match vm.bring_up(sub, &spec).await {
+        Ok((ssh, installed, extra_env)) => {
+            let services = vm.services.as_ref().ok_or_else(missing_services)?;
+            let engine_envs = services.engine_envs().clone();
+            vm.ssh = Some(ssh.clone());
+            substrate_ssh::terminal::open_terminal(
+                &ssh,
+                &installed,
+                &engine_envs,
+                &extra_env,
+                request,
+                Box::new(vm),
+            )
+            .await
         }
+        Err(e) => Err(vm.fail(sub, e).await),
     }
 }
 
@@ -125,6 +116,62 @@ struct Instance {
 }
 
 impl Instance {
+    /// Stage (the host services), then create or clone, start, SSH, the runtime script, the
+    /// installed harness and the forwards: what a harness boot and a terminal share.
+    async fn bring_up(
+        &mut self,
+        sub: &LimaSubstrate,
+        spec: &BootSpec,
+    ) -> Result<(SshSession, guest::Installed, Vec<(String, String)>)> {
+        self.services = Some(
+            spec.run_phase(BootPhase::Stage, |_| async {
+                let run_dir = HostRunDir::create(&sub.state_dir, &self.name)?;
+                let services = HostServices::start(spec, run_dir.path(), &Default::default())?;
+                self.run_dir = Some(run_dir);
+                Ok(services)
+            })
+            .await?,
+        );
+        let shape = InstanceShape {
+            cpus: spec.limits.cpu_millis.map(|m| m.div_ceil(1000).max(1)),
+            memory_gib: spec
+                .limits
+                .memory_bytes
+                .map(|b| b.div_ceil(1 << 20) as f64 / 1024.0),
+            mounts: sub.mounts.clone(),
+        };
+        let ssh = self.start(sub, spec, &sub.base, &shape).await?;
+        if let Some(script) = &sub.runtime_script {
+            let cwd = sub
+                .mounts
+                .iter()
+                .find(|m| m.writable)
+                .map(|m| m.path.to_string_lossy().into_owned());
+            guest::run_script(&ssh, spec, "runtime.sh", script, cwd.as_deref()).await?;
+        }
+        let installed = guest::ensure_harness(&ssh, spec).await?;
+        let services = self.services.as_ref().ok_or_else(missing_services)?;
+        let extra_env = services.connect(&ssh).await?;
+        Ok((ssh, installed, extra_env))
+    }
+
+    /// After a failed boot: keeps the instance when asked to, else tears everything down.
+    async fn fail(&mut self, sub: &LimaSubstrate, error: Error) -> Error {
+        if sub.keep_on_failure && self.created {
+            tracing::warn!(
+                instance = %self.name,
+                %error,
+                "boot failed; the instance is kept for debugging: `limactl shell {0}`, \
+                 then `limactl delete --force {0}`",
+                self.name
+            );
+            self.done = true;
+        } else if let Err(cleanup) = self.shutdown().await {
+            tracing::error!(error = %cleanup, "cleanup after a failed boot failed");
+        }
+        error
+    }
+
     fn new(sub: &LimaSubstrate, spec: &BootSpec, name: String) -> Self {
         Self {
             lima: sub.cli(),

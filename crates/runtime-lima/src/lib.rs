@@ -163,4 +163,13 @@ impl Substrate for LimaSubstrate {
         self.check_spec(&spec)?;
         boot::boot(self, spec).await
     }
+
+    async fn open_terminal(
+        &self,
+        spec: &BootSpec,
+        request: substrate_core::TerminalRequest,
+    ) -> Result<substrate_core::Terminal> {
+        self.check_spec(spec)?;
+        boot::open_terminal(self, spec.clone(), request).await
+    }
 }

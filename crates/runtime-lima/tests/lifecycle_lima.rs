@@ -306,3 +306,20 @@ async fn a_harness_that_exits_during_boot_is_reported_with_its_output() {
     assert_eq!(err.phase(), Some(BootPhase::Health), "{err}");
     assert!(err.to_string().contains("simulated crash"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_in_an_instance_sizes_resizes_interrupts_and_brings_its_files_back() {
+    let tools = common::sim().unwrap();
+    let base = common::base(&tools).await.unwrap();
+    let prefix = prefix("terminal");
+    let substrate = common::substrate(&tools, base).prefix(prefix.clone());
+    let scratch = tempfile::tempdir().unwrap();
+    substrate_testkit::terminal::check_terminal(
+        &substrate,
+        &substrate_core::BootSpec::new("terminal").network(substrate_core::NetworkPolicy::Host),
+        scratch.path(),
+    )
+    .await
+    .unwrap();
+    assert_nothing_left(&tools, &prefix);
+}

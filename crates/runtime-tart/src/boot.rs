@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use substrate_core::{
     AuditSink, BootPhase, BootSpec, BootedHarness, BoundaryEvent, Error, NetworkPolicy, Result,
-    Secret, SubstrateKind, Teardown, TeardownReport,
+    Secret, SubstrateKind, Teardown, TeardownReport, Terminal, TerminalRequest,
 };
 use substrate_ssh::guest::{self, GuestHarness, HostRunDir, HostServices};
 use substrate_ssh::{HostKeyPolicy, SshSession, SshTarget};
@@ -40,19 +40,8 @@ pub(crate) async fn boot(sub: &TartSubstrate, spec: BootSpec) -> Result<BootedHa
     let name = host_cli::vm_name(&sub.prefix, &spec.label)?;
     let mut vm = Vm::new(sub, &spec, name);
     let result = async {
-        vm.services = Some(
-            spec.run_phase(BootPhase::Stage, |_| async {
-                let run_dir = HostRunDir::create(&sub.state_dir, &vm.name)?;
-                let services = HostServices::start(&spec, run_dir.path(), &sub.egress)?;
-                vm.run_dir = Some(run_dir);
-                Ok(services)
-            })
-            .await?,
-        );
-        let ssh = vm.start(sub, &spec, &sub.image).await?;
-        let installed = guest::ensure_harness(&ssh, &spec).await?;
+        let (ssh, installed, extra_env) = vm.bring_up(sub, &spec).await?;
         let services = vm.services.as_ref().ok_or_else(missing_services)?;
-        let extra_env = services.connect(&ssh).await?;
         let harness = guest::start_harness(
             &ssh,
             &spec,
@@ -75,14 +64,40 @@ pub(crate) async fn boot(sub: &TartSubstrate, spec: BootSpec) -> Result<BootedHa
             token,
             Box::new(vm),
         )),
-        Err(e) => {
-            if sub.keep_on_failure && vm.cloned {
-                vm.keep_for_debugging(&e);
-            } else if let Err(cleanup) = vm.shutdown().await {
-                tracing::error!(error = %cleanup, "cleanup after a failed boot failed");
-            }
-            Err(e)
+        Err(e) => Err(vm.fail(sub, e).await),
+    }
+}
+
+/// A program on a terminal in a fresh VM of its own: the boot up to the installed harness
+/// and the forwards (so Claude Code's binary and the credential broker are there), then the
+/// program on an SSH PTY instead of the harness.
+pub(crate) async fn open_terminal(
+    sub: &TartSubstrate,
+    spec: BootSpec,
+    request: TerminalRequest,
+) -> Result<Terminal> {
+    request.check()?;
+    if let Err(e) = reap(sub).await {
+        tracing::debug!(error = %e, "could not look for leftovers of crashed runs");
+    }
+    let name = host_cli::vm_name(&sub.prefix, &spec.label)?;
+    let mut vm = Vm::new(sub, &spec, name);
+    match vm.bring_up(sub, &spec).await {
+        Ok((ssh, installed, extra_env)) => {
+            let services = vm.services.as_ref().ok_or_else(missing_services)?;
+            let engine_envs = services.engine_envs().clone();
+            vm.ssh = Some(ssh.clone());
+            substrate_ssh::terminal::open_terminal(
+                &ssh,
+                &installed,
+                &engine_envs,
+                &extra_env,
+                request,
+                Box::new(vm),
+            )
+            .await
         }
+        Err(e) => Err(vm.fail(sub, e).await),
     }
 }
 
@@ -125,6 +140,39 @@ impl Vm {
             run_dir: None,
             done: false,
         }
+    }
+
+    /// Stage (the host services), then clone, start, SSH, the installed harness and the
+    /// forwards: what a harness boot and a terminal share.
+    async fn bring_up(
+        &mut self,
+        sub: &TartSubstrate,
+        spec: &BootSpec,
+    ) -> Result<(SshSession, guest::Installed, Vec<(String, String)>)> {
+        self.services = Some(
+            spec.run_phase(BootPhase::Stage, |_| async {
+                let run_dir = HostRunDir::create(&sub.state_dir, &self.name)?;
+                let services = HostServices::start(spec, run_dir.path(), &sub.egress)?;
+                self.run_dir = Some(run_dir);
+                Ok(services)
+            })
+            .await?,
+        );
+        let ssh = self.start(sub, spec, &sub.image).await?;
+        let installed = guest::ensure_harness(&ssh, spec).await?;
+        let services = self.services.as_ref().ok_or_else(missing_services)?;
+        let extra_env = services.connect(&ssh).await?;
+        Ok((ssh, installed, extra_env))
+    }
+
+    /// After a failed boot: keeps the VM when asked to, else tears everything down.
+    async fn fail(&mut self, sub: &TartSubstrate, error: Error) -> Error {
+        if sub.keep_on_failure && self.cloned {
+            self.keep_for_debugging(&error);
+        } else if let Err(cleanup) = self.shutdown().await {
+            tracing::error!(error = %cleanup, "cleanup after a failed boot failed");
+        }
+        error
     }
 
     /// Clone, limits, start, address, SSH.

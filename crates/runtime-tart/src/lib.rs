@@ -161,4 +161,13 @@ impl Substrate for TartSubstrate {
         self.check_spec(&spec)?;
         boot::boot(self, spec).await
     }
+
+    async fn open_terminal(
+        &self,
+        spec: &BootSpec,
+        request: substrate_core::TerminalRequest,
+    ) -> Result<substrate_core::Terminal> {
+        self.check_spec(spec)?;
+        boot::open_terminal(self, spec.clone(), request).await
+    }
 }

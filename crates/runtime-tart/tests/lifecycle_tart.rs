@@ -577,3 +577,20 @@ async fn keep_on_failure_leaves_the_vm_running_for_a_look() {
     delete_image(&tools, &image);
     assert_nothing_left(&tools, &prefix);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_in_a_vm_sizes_resizes_interrupts_and_brings_its_files_back() {
+    let tools = common::sim().unwrap();
+    let image = common::prepared(&tools).await.unwrap();
+    let prefix = prefix("terminal");
+    let substrate = common::substrate(&tools, &image).prefix(prefix.clone());
+    let scratch = tempfile::tempdir().unwrap();
+    substrate_testkit::terminal::check_terminal(
+        &substrate,
+        &substrate_core::BootSpec::new("terminal"),
+        scratch.path(),
+    )
+    .await
+    .unwrap();
+    assert_nothing_left(&tools, &prefix);
+}

@@ -14,6 +14,7 @@ pub mod error;
 pub mod protocol;
 pub mod secret;
 pub mod substrate;
+pub mod terminal;
 
 pub use audit::{
     AuditSink, BoundaryEvent, BrokerRequest, EgressDecision, ExitReason, Limit, LimitHit,
@@ -31,4 +32,7 @@ pub use secret::{EnvValue, EnvVars, Secret};
 pub use substrate::{
     BootedHarness, Capabilities, CommandEnd, Endpoint, Isolation, OutputStream, SandboxProcess,
     Substrate, SubstrateKind, Teardown,
+};
+pub use terminal::{
+    InputStream, Resizer, Terminal, TerminalRequest, TerminalSandbox, TerminalSize,
 };

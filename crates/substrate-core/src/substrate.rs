@@ -251,6 +251,21 @@ pub trait Substrate: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Starts `request`'s program alone in a fresh sandbox with `spec`'s policy, limits and
+    /// variables, on a terminal of its own (see [`crate::terminal`]). Runtimes without
+    /// interactive sessions answer [`Error::Unsupported`].
+    async fn open_terminal(
+        &self,
+        spec: &BootSpec,
+        request: crate::terminal::TerminalRequest,
+    ) -> Result<crate::terminal::Terminal> {
+        let _ = (spec, request);
+        Err(Error::Unsupported {
+            what: format!("interactive sessions on the {} runtime", self.kind()),
+            reason: "they run on bwrap, tart and lima".into(),
+        })
+    }
+
     /// Refuses a spec that asks for what this substrate cannot enforce — never a silent no-op.
     fn check_spec(&self, spec: &BootSpec) -> Result<()> {
         let caps = self.capabilities();

@@ -6,9 +6,11 @@ pub mod guest;
 pub mod host_cli;
 pub mod host_key;
 pub mod session;
+pub mod terminal;
 
 pub use auth::SshAuth;
 pub use host_key::{HostKeyPolicy, fingerprint};
 pub use session::{
-    ForwardTarget, LocalForward, OutputStream, RemoteOutput, RemoteStatus, SshSession, SshTarget,
+    ForwardTarget, LocalForward, OutputStream, RemoteOutput, RemotePty, RemoteStatus, SshSession,
+    SshTarget,
 };

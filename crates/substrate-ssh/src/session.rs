@@ -204,6 +204,45 @@ pub struct RemoteOutput {
     pub stderr: Vec<u8>,
 }
 
+/// A command on a guest PTY (see [`SshSession::open_pty`]). Dropping it closes the channel,
+/// which hangs the command up.
+pub struct RemotePty {
+    /// What the command prints, once; ends when the channel closes.
+    pub output: Option<tokio::io::DuplexStream>,
+    /// Where keys go, once.
+    pub input: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
+    resize: tokio::sync::mpsc::UnboundedSender<(u16, u16)>,
+    end: tokio::sync::oneshot::Receiver<RemoteStatus>,
+    task: JoinHandle<()>,
+}
+
+impl fmt::Debug for RemotePty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemotePty").finish_non_exhaustive()
+    }
+}
+
+impl RemotePty {
+    /// A handle that passes a new size (columns, rows) to the guest's PTY.
+    pub fn resizer(&self) -> tokio::sync::mpsc::UnboundedSender<(u16, u16)> {
+        self.resize.clone()
+    }
+
+    /// Waits for the command to end and its channel to close.
+    pub async fn wait(&mut self) -> RemoteStatus {
+        (&mut self.end).await.unwrap_or(RemoteStatus {
+            code: None,
+            signal: None,
+        })
+    }
+}
+
+impl Drop for RemotePty {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A host 127.0.0.1 port that leads to a port on the guest's loopback. Stops with `Drop`.
 #[derive(Debug)]
 pub struct LocalForward {
@@ -224,7 +263,8 @@ impl Drop for LocalForward {
     }
 }
 
-/// An authenticated connection to a guest.
+/// An authenticated connection to a guest. Clones share the connection.
+#[derive(Clone)]
 pub struct SshSession {
     handle: Arc<Handle<Client>>,
     target: String,
@@ -380,6 +420,162 @@ impl SshSession {
             }
         }
         Ok(status)
+    }
+
+    /// Runs `command` with `input` streamed to its stdin (then end of input) and `stdout`
+    /// streamed into `out`; its stderr is collected. For trees too large to hold in memory.
+    pub async fn exec_piped(
+        &self,
+        command: &str,
+        input: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
+        out: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
+    ) -> Result<RemoteOutput> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| channel_error(&self.target, "open a session channel", e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| channel_error(&self.target, "start a command", e))?;
+        let (mut read, write) = channel.split();
+        let feed = async {
+            if let Some(input) = input {
+                write
+                    .data(input)
+                    .await
+                    .map_err(|e| channel_error(&self.target, "write to a command", e))?;
+            }
+            write
+                .eof()
+                .await
+                .map_err(|e| channel_error(&self.target, "close a command's input", e))
+        };
+        let drain = async {
+            let mut out = out;
+            let mut status = RemoteStatus {
+                code: None,
+                signal: None,
+            };
+            let mut stderr = Vec::new();
+            let mut stdout = Vec::new();
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => match out.as_mut() {
+                        Some(out) => out
+                            .write_all(&data)
+                            .await
+                            .map_err(|e| Error::io("write a command's output", e))?,
+                        None => stdout.extend_from_slice(&data),
+                    },
+                    ChannelMsg::ExtendedData { data, ext: 1 } => stderr.extend_from_slice(&data),
+                    ChannelMsg::ExitStatus { exit_status } => status.code = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        status.signal = Some(format!("{signal_name:?}"));
+                    }
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            if let Some(out) = out.as_mut() {
+                out.flush()
+                    .await
+                    .map_err(|e| Error::io("write a command's output", e))?;
+            }
+            Ok::<_, Error>(RemoteOutput {
+                status,
+                stdout,
+                stderr,
+            })
+        };
+        let (fed, drained) = tokio::join!(feed, drain);
+        let output = drained?;
+        // A command that exits without reading all its input is judged by its status.
+        if let Err(e) = fed
+            && output.status.success()
+        {
+            return Err(e);
+        }
+        Ok(output)
+    }
+
+    /// Runs `command` on a fresh PTY of the guest (`term`, `cols`×`rows`): what an
+    /// interactive session runs on. The returned handle carries the terminal's output and
+    /// input, its resizes and the command's end.
+    pub async fn open_pty(
+        &self,
+        command: &str,
+        term: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<RemotePty> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| channel_error(&self.target, "open a session channel", e))?;
+        channel
+            .request_pty(true, term, u32::from(cols), u32::from(rows), 0, 0, &[])
+            .await
+            .map_err(|e| channel_error(&self.target, "ask for a PTY", e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| channel_error(&self.target, "start a command on the PTY", e))?;
+        let (mut read, write) = channel.split();
+        let input = write.make_writer();
+        let (mut to_caller, output) = tokio::io::duplex(64 * 1024);
+        let (resize, mut resizes) = tokio::sync::mpsc::unbounded_channel::<(u16, u16)>();
+        let (ended, end) = tokio::sync::oneshot::channel();
+        let target = self.target.clone();
+        let task = tokio::spawn(async move {
+            let mut status = RemoteStatus {
+                code: None,
+                signal: None,
+            };
+            let mut resizing = true;
+            loop {
+                tokio::select! {
+                    msg = read.wait() => match msg {
+                        Some(ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }) => {
+                            // A caller that stopped reading no longer gets output; the
+                            // command still runs to its end.
+                            let _ = to_caller.write_all(&data).await;
+                        }
+                        Some(ChannelMsg::ExitStatus { exit_status }) => {
+                            status.code = Some(exit_status);
+                        }
+                        Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                            status.signal = Some(format!("{signal_name:?}"));
+                        }
+                        Some(ChannelMsg::Close) | None => break,
+                        Some(_) => {}
+                    },
+                    size = resizes.recv(), if resizing => match size {
+                        Some((cols, rows)) => {
+                            if let Err(e) = write
+                                .window_change(u32::from(cols), u32::from(rows), 0, 0)
+                                .await
+                            {
+                                tracing::debug!(%target, error = %e, "a resize did not reach the guest");
+                            }
+                        }
+                        None => resizing = false,
+                    },
+                }
+            }
+            drop(to_caller);
+            let _ = write.close().await;
+            let _ = ended.send(status);
+        });
+        Ok(RemotePty {
+            output: Some(output),
+            input: Some(Box::new(input)),
+            resize,
+            end,
+            task,
+        })
     }
 
     /// Runs `command` and collects its output.

@@ -12,3 +12,4 @@ pub use runtime_local as local;
 pub use scripted_model as model;
 pub mod netns;
 pub mod stage;
+pub mod terminal;

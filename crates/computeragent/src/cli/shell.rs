@@ -5,22 +5,23 @@
 //! becomes this command's.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use computeragent::terminal::{Terminal, size_of};
-use computeragent::{RuntimeConfig, RuntimeName};
+use computeragent::RuntimeConfig;
+use computeragent::terminal::{Terminal, TerminalRequest, size_of};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcsetattr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::args;
 
 /// Arguments of `shell`.
 #[derive(Debug, clap::Args)]
 pub struct ShellArgs {
-    /// Runtime (default bwrap; interactive sessions run there so far), network policy and
-    /// limits.
+    /// Runtime (default: the best isolating one here; bwrap, tart and lima have terminals),
+    /// network policy and limits.
     #[command(flatten)]
     sandbox: args::SandboxArgs,
     #[command(flatten)]
@@ -135,10 +136,105 @@ impl Drop for RawMode {
     }
 }
 
+/// A private scratch directory for a copy of the workdir (VMs copy it out).
+fn tempfile_dir() -> computeragent::Result<ScratchDir> {
+    let token = substrate_core::Secret::random_token()?;
+    let path = std::env::temp_dir().join(format!(
+        "computeragent-workdir-{}",
+        token.expose().chars().take(12).collect::<String>()
+    ));
+    std::fs::create_dir(&path)
+        .map_err(|e| computeragent::Error::io(format!("create {}", path.display()), e))?;
+    Ok(ScratchDir(path))
+}
+
+/// Removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Bridges the caller's terminal and the program's until the program ends (its exit code)
+/// or a signal from outside ends the session (`None`; the caller closes the sandbox).
+async fn attach(terminal: &mut Terminal) -> computeragent::Result<Option<i32>> {
+    let missing = || computeragent::Error::invalid("shell", "the terminal's streams are gone");
+    let mut to_program = terminal.take_input().ok_or_else(missing)?;
+    let mut from_program = terminal.take_output().ok_or_else(missing)?;
+    // Keys: a plain thread on the blocking stdin (a blocked read cannot be cancelled, so it
+    // must not hold up the runtime's shutdown), handed to a task that writes them on.
+    let (keys, mut typed) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || keys.blocking_send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let typing = tokio::spawn(async move {
+        while let Some(bytes) = typed.recv().await {
+            if to_program.write_all(&bytes).await.is_err() || to_program.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let output = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = from_program.read(&mut buf).await {
+            if n == 0 || stdout.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            let _ = stdout.flush().await;
+        }
+    });
+
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind).map_err(|e| computeragent::Error::io("watch signals", e))
+    };
+    let mut resized = signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let resizer = terminal.resizer();
+    let code = loop {
+        tokio::select! {
+            end = terminal.wait() => break Some(end?.code.unwrap_or(128)),
+            _ = resized.recv() => {
+                if let Some(size) = size_of(std::io::stdin()) {
+                    let _ = resizer.resize(size);
+                }
+            }
+            // Sent from outside (the terminal's own Ctrl-C is a byte for the program now).
+            _ = term.recv() => break None,
+            _ = hangup.recv() => break None,
+            _ = interrupt.recv() => break None,
+        }
+    };
+    typing.abort();
+    if code.is_some() {
+        // What the program printed last, up to the terminal's end.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), output).await;
+    } else {
+        output.abort();
+    }
+    Ok(code)
+}
+
 /// Arguments of `claude`.
 #[derive(Debug, clap::Args)]
 pub struct ClaudeArgs {
-    /// Runtime (default bwrap), network policy and limits.
+    /// Runtime (default: the best isolating one here), network policy and limits.
     #[command(flatten)]
     sandbox: args::SandboxArgs,
     #[command(flatten)]
@@ -159,7 +255,7 @@ fs.writeFileSync(process.env.HOME + "/.claude.json", JSON.stringify({
   projects: { [process.cwd()]: { hasTrustDialogAccepted: true } },
   customApiKeyResponses: { approved: key ? [key.slice(-20)] : [], rejected: [] },
 }));
-const dir = "/opt/harness/node_modules/@anthropic-ai";
+const dir = `${process.env.HARNESS_NODE_MODULES || "/opt/harness/node_modules"}/@anthropic-ai`;
 const pkg = fs.readdirSync(dir).find((d) => d.startsWith("claude-agent-sdk-linux-") && fs.existsSync(`${dir}/${d}/claude`));
 if (!pkg) { console.error("Claude Code's binary is not among the staged modules"); process.exit(127); }
 const { spawnSync } = require("child_process");
@@ -232,15 +328,13 @@ async fn session(
             "stdin is not a terminal: run it in one (or use `computeragent exec` for a command)",
         ));
     }
-    let runtime = args.sandbox.runtime(user).unwrap_or(RuntimeName::Bwrap);
-    let spec = computeragent::BootSpec::new("shell")
+    let runtime = match args.sandbox.runtime(user) {
+        Some(runtime) => runtime,
+        None => computeragent::runtime::select(config).await?,
+    };
+    let mut spec = computeragent::BootSpec::new("shell")
         .network(args.sandbox.network(user))
-        .limits(args.sandbox.limits(user))
-        .env(
-            "TERM",
-            std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
-        );
-    let mut spec = spec;
+        .limits(args.sandbox.limits(user));
     for name in &user.env_allow {
         if let Ok(value) = std::env::var(name) {
             spec = spec.env(name.clone(), value);
@@ -266,11 +360,6 @@ async fn session(
         Some(dir) => Some(crate::project::Staged::stage(&dir)?),
         None => None,
     };
-    let spec = if project.is_some() {
-        spec.workdir(computeragent::core::WorkdirPolicy::Keep)
-    } else {
-        spec
-    };
     // The project's runtime script (agent-vm's name is read too) runs first, in the sandbox,
     // on the terminal; its failure ends the session with its status.
     let argv = if project.is_some() {
@@ -286,86 +375,42 @@ async fn session(
         argv
     };
     let size = size_of(std::io::stdin()).unwrap_or_default();
-    let terminal = Terminal::open(
-        runtime,
-        config,
-        &spec,
-        argv,
-        size,
-        project.as_ref().map(|p| p.staging()),
-    )
-    .await?;
-    let workdir = terminal.workdir();
-    let raw = RawMode::enter()?;
-
-    // Keys to the program, its output to ours: plain threads on blocking descriptors.
-    let mut to_program = terminal.writer()?;
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdin.read(&mut buf) {
-            if n == 0 || to_program.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-    });
-    let mut from_program = terminal.reader()?;
-    let output = std::thread::spawn(move || {
-        let mut stdout = std::io::stdout().lock();
-        let mut buf = [0u8; 4096];
-        // EIO once the program and its children closed the terminal.
-        while let Ok(n) = from_program.read(&mut buf) {
-            if n == 0 || stdout.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            let _ = stdout.flush();
-        }
-    });
-
-    let signal = |kind| {
-        tokio::signal::unix::signal(kind).map_err(|e| computeragent::Error::io("watch signals", e))
-    };
-    let mut resized = signal(tokio::signal::unix::SignalKind::window_change())?;
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let resizer = terminal.writer()?;
-    // Boxed, so that dropping it (a signal from outside) kills the sandbox before the output
-    // thread is joined.
-    let mut wait = Box::pin(terminal.wait());
-    let code = loop {
-        tokio::select! {
-            end = &mut wait => {
-                let end = end?;
-                break end.code.unwrap_or(128);
-            }
-            _ = resized.recv() => {
-                if let Some(size) = size_of(std::io::stdin()) {
-                    let _ = rustix::termios::tcsetwinsize(&resizer, rustix::termios::Winsize {
-                        ws_row: size.rows,
-                        ws_col: size.cols,
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    });
-                }
-            }
-            // Sent from outside (the terminal's own Ctrl-C is a byte for the program now):
-            // dropping the wait kills the sandbox.
-            _ = term.recv() => break 143,
-            _ = hangup.recv() => break 129,
-            _ = interrupt.recv() => break 130,
-        }
-    };
-    drop(wait);
-    let _ = output.join();
-    drop(raw);
-    if let (Some(project), Some(workdir)) = (&project, &workdir) {
-        let reviewed = project.review(workdir, &args.project.review_options());
-        // The kept boot directory goes once its changes are read.
-        if let Some(boot) = workdir.parent() {
-            let _ = std::fs::remove_dir_all(boot);
-        }
-        reviewed?;
+    let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
+    let mut request = TerminalRequest::new(argv).size(size).term(term);
+    if let Some(project) = &project {
+        request = request.seed(project.staging());
     }
+    let mut terminal = computeragent::terminal::open(runtime, config, &spec, request).await?;
+    let raw = RawMode::enter()?;
+    let code = attach(&mut terminal).await;
+    drop(raw);
+    let code = match code {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = terminal.close().await;
+            return Err(e);
+        }
+    };
+    let reviewed = match &project {
+        Some(project) if code.is_some() => {
+            // The program ended by itself: its workdir holds the session's work.
+            match tempfile_dir() {
+                Ok(scratch) => {
+                    let reviewed = match terminal.workdir_on_host(scratch.path()).await {
+                        Ok(workdir) => project.review(&workdir, &args.project.review_options()),
+                        Err(e) => Err(e),
+                    };
+                    drop(scratch);
+                    reviewed
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => Ok(()),
+    };
+    let closed = terminal.close().await;
+    reviewed?;
+    closed?;
+    let code = code.unwrap_or(128 + 15);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
