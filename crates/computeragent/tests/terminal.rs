@@ -407,6 +407,25 @@ fn lima_sim(config_dir: &std::path::Path) -> (substrate_testkit::guestsim::SimTo
     (tools, name)
 }
 
+/// Points the pane's shell at the simulator (`limactl` first on PATH, its `LIMA_HOME`, the
+/// config naming the base). Its guests log in as `admin` with Lima's key, like `limactl shell`.
+#[cfg(feature = "lima")]
+fn use_lima_sim(
+    t: &Tmux,
+    tools: &substrate_testkit::guestsim::SimTools,
+    config_dir: &std::path::Path,
+) {
+    let sim_bin = tools.limactl().parent().unwrap().display().to_string();
+    t.keys(&[
+        &format!(
+            "export USER=admin LIMA_HOME={} PATH={sim_bin}:$PATH COMPUTERAGENT_CONFIG={}",
+            tools.store().root().display(),
+            config_dir.join("computeragent.toml").display()
+        ),
+        "Enter",
+    ]);
+}
+
 #[cfg(feature = "lima")]
 fn substrate_ssh_harness_hash() -> String {
     substrate_ssh::guest::harness_dir()
@@ -428,16 +447,7 @@ fn a_shell_in_a_lima_vm_behaves_like_a_terminal_and_its_changes_come_back() {
     let after = dir.path().join("after");
     let t = Tmux::start(80, 24);
     t.wait_for("outer$");
-    // The simulator's guests log in as `admin` with Lima's key, like `limactl shell`.
-    let sim_bin = tools.limactl().parent().unwrap().display().to_string();
-    t.keys(&[
-        &format!(
-            "export USER=admin LIMA_HOME={} PATH={sim_bin}:$PATH COMPUTERAGENT_CONFIG={}",
-            tools.store().root().display(),
-            dir.path().join("computeragent.toml").display()
-        ),
-        "Enter",
-    ]);
+    use_lima_sim(&t, &tools, dir.path());
     t.keys(&[
         &format!(
             "stty -g > {}; {} shell --runtime lima --net host --project {} --apply; \
@@ -492,12 +502,50 @@ fn a_shell_in_a_lima_vm_behaves_like_a_terminal_and_its_changes_come_back() {
         std::fs::read_to_string(&after).unwrap(),
         "the terminal's settings changed"
     );
-    // The instance is gone.
+    // No instance is left by a command that has ended (other tests' live ones may run).
     let left: Vec<String> = tools
         .store()
         .names()
         .into_iter()
-        .filter(|n| n.starts_with(runtime_lima::DEFAULT_PREFIX))
+        .filter(|n| {
+            n.strip_prefix(runtime_lima::DEFAULT_PREFIX)
+                .and_then(|rest| rest.split('-').next())
+                .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
+        })
         .collect();
     assert!(left.is_empty(), "instances left: {left:?}");
+}
+
+#[cfg(feature = "lima")]
+#[test]
+fn claude_code_runs_interactively_in_a_lima_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tools, _base) = lima_sim(dir.path());
+    let t = Tmux::start(120, 40);
+    t.wait_for("outer$");
+    use_lima_sim(&t, &tools, dir.path());
+    t.keys(&[
+        &format!(
+            "env -u ANTHROPIC_API_KEY {} claude --runtime lima --net host --no-project; echo EXIT=$?",
+            env!("CARGO_BIN_EXE_computeragent")
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("bypass permissions on");
+    for first_run in [
+        "trust",
+        "Detected a custom API key",
+        "Choose the text style",
+    ] {
+        assert!(!screen.contains(first_run), "{first_run}:\n{screen}");
+    }
+    t.keys(&["write the answer"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["Enter"]);
+    // The model is on the host; the VM reaches it through the credential broker's forward.
+    t.wait_for("(scripted demo model) I wrote answer.md");
+    t.keys(&["/exit"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["Enter"]);
+    t.wait_for("EXIT=0");
 }
