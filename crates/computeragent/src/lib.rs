@@ -11,7 +11,7 @@ pub mod stage;
 pub mod terminal;
 
 pub use agent::{Agent, AgentBuilder, Source, TaskResult};
-pub use runtime::{Availability, RuntimeConfig, RuntimeName};
+pub use runtime::{Availability, ProjectMount, RuntimeConfig, RuntimeName};
 pub use substrate_core::{
     self as core, BootSpec, Error, ErrorKind, NetworkPolicy, ResourceLimits, Result, Substrate,
 };

@@ -103,6 +103,18 @@ pub struct RuntimeConfig {
     /// Host paths bound read-only at the same place in every sandbox (bwrap only so far; other
     /// runtimes refuse to open with any).
     pub read_only: Vec<PathBuf>,
+    /// A project mounted into every sandbox at its own path, instead of copied (bwrap bind,
+    /// Lima mount; other runtimes refuse to open with one).
+    pub project_mount: Option<ProjectMount>,
+}
+
+/// A project directory mounted into the sandbox (the `rw` and `ro` project modes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectMount {
+    /// The host directory (absolute).
+    pub path: PathBuf,
+    /// Whether the agent may write it.
+    pub writable: bool,
 }
 
 impl RuntimeConfig {
@@ -193,6 +205,15 @@ pub async fn open(runtime: RuntimeName, config: &RuntimeConfig) -> Result<Arc<dy
             what: format!("extra read-only mounts on the {runtime} runtime"),
             reason: "they are bound into bwrap sandboxes only so far; remove them from the \
                      configuration or use bwrap"
+                .into(),
+        });
+    }
+    if config.project_mount.is_some() && !matches!(runtime, RuntimeName::Bwrap | RuntimeName::Lima)
+    {
+        return Err(Error::Unsupported {
+            what: format!("a mounted project (rw or ro) on the {runtime} runtime"),
+            reason: "projects are mounted into bwrap and lima sandboxes; use the copy mode \
+                     (the default) here"
                 .into(),
         });
     }
@@ -449,6 +470,9 @@ pub(crate) async fn bwrap_substrate(
     for path in &config.read_only {
         substrate = substrate.read_only(path.clone(), path.clone());
     }
+    if let Some(project) = &config.project_mount {
+        substrate = substrate.project(project.path.clone(), project.writable);
+    }
     Ok(substrate)
 }
 
@@ -533,9 +557,12 @@ async fn check_lima(_config: &RuntimeConfig) -> std::result::Result<String, Stri
 
 #[cfg(feature = "lima")]
 fn open_lima(config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
-    Ok(Arc::new(runtime_lima::LimaSubstrate::new(
-        runtime_lima::LimaBase::Clone(config.lima_base()),
-    )))
+    let mut substrate =
+        runtime_lima::LimaSubstrate::new(runtime_lima::LimaBase::Clone(config.lima_base()));
+    if let Some(project) = &config.project_mount {
+        substrate = substrate.mount(project.path.clone(), project.writable);
+    }
+    Ok(Arc::new(substrate))
 }
 
 #[cfg(not(feature = "lima"))]

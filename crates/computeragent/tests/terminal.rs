@@ -21,7 +21,10 @@ impl Tmux {
              (`apt-get install tmux`; `cargo xtask test` installs it)"
         );
         substrate_testkit::stage::ensure_staged().unwrap();
-        let socket = format!("catest-{}-{width}", std::process::id());
+        // One server per test: tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("catest-{}-{n}", std::process::id());
         let t = Self { socket };
         let stage = format!(
             "COMPUTERAGENT_STAGE_DIR={}",
@@ -548,4 +551,60 @@ fn claude_code_runs_interactively_in_a_lima_vm() {
     std::thread::sleep(Duration::from_millis(300));
     t.keys(&["Enter"]);
     t.wait_for("EXIT=0");
+}
+
+#[test]
+fn a_mounted_project_is_written_in_place_in_rw_mode_and_never_in_ro_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let project = dir.path().join("app");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("README.md"), "the app\n").unwrap();
+    let bin = env!("CARGO_BIN_EXE_computeragent");
+    let p = project.display();
+    let t = Tmux::start(140, 30);
+    t.wait_for("outer$");
+    // As root, a read-write project runs the sandbox as its owner, never as root.
+    t.keys(&[
+        &format!("{bin} shell --project {p} --mode rw -- true; echo ROOT=$?"),
+        "Enter",
+    ]);
+    let screen = t.wait_for("owned by root");
+    assert!(!screen.contains("ROOT=0"), "{screen}");
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&project)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    t.keys(&["clear", "Enter"]);
+    t.keys(&[
+        &format!(
+            "{bin} shell --project {p} --mode rw -- sh -c 'echo in=$(pwd); echo rw > made.txt'; \
+             echo RW=$?"
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("RW=0");
+    assert!(screen.contains("READ-WRITE"), "{screen}");
+    assert!(screen.contains(&format!("in={p}")), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(project.join("made.txt")).unwrap(),
+        "rw\n"
+    );
+    t.keys(&["clear", "Enter"]);
+    t.keys(&[
+        &format!(
+            "{bin} shell --project {p} --mode ro -- sh -c 'cat README.md; echo x > ro.txt || \
+             echo refused-$((40+2))'; echo RO=$?"
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("RO=0");
+    assert!(
+        screen.contains("the app") && screen.contains("refused-42"),
+        "{screen}"
+    );
+    assert!(!project.join("ro.txt").exists());
 }

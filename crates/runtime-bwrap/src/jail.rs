@@ -52,6 +52,17 @@ pub struct ReadOnlyBind {
     pub dest: PathBuf,
 }
 
+/// A project directory bound into the sandbox, read-write or read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectBind {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path inside (the host path, so that paths mean the same on both sides).
+    pub dest: PathBuf,
+    /// Whether the sandbox may write it.
+    pub writable: bool,
+}
+
 /// Whether the sandbox gets its own network namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JailNetwork {
@@ -88,6 +99,8 @@ pub struct JailConfig {
     pub workdir: PathBuf,
     /// Further read-only binds.
     pub extra_ro: Vec<ReadOnlyBind>,
+    /// A project bound at its own path.
+    pub project: Option<ProjectBind>,
     /// Network namespace.
     pub network: JailNetwork,
     /// Size cap of the private `/tmp` (tmpfs), bytes.
@@ -230,6 +243,14 @@ impl JailConfig {
         );
         for bind in &self.extra_ro {
             opt(&mut c, "--ro-bind", &[&bind.source, &bind.dest]);
+        }
+        if let Some(project) = &self.project {
+            let how = if project.writable {
+                "--bind"
+            } else {
+                "--ro-bind"
+            };
+            opt(&mut c, how, &[&project.source, &project.dest]);
         }
         // The root and /dev are bwrap's own tmpfs: read-only once everything is mounted, so
         // that only /workdir, /tmp, /dev/shm and the run directory take writes.

@@ -208,20 +208,33 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
     }
     let mut unreachable = Vec::new();
     let host_id = if nix::unistd::geteuid().is_root() {
-        let id = SANDBOX_HOST_UID_BASE + random_u32()? % SANDBOX_HOST_UID_SPAN;
+        let id = match &sub.project {
+            // A fresh uid could not write the project: the sandbox runs as its owner.
+            Some(project) if project.writable => project_owner(&project.source)?,
+            _ => {
+                let id = SANDBOX_HOST_UID_BASE + random_u32()? % SANDBOX_HOST_UID_SPAN;
+                (id, id)
+            }
+        };
         check_reachable_by_others(&sub.base_dir)?;
         // Sources behind a directory others cannot search (a checkout under /root, say) are
         // bound, read-only, into the boot directory first, where the sandbox's uid reaches
         // them.
+        let read_only_project = sub
+            .project
+            .as_ref()
+            .filter(|p| !p.writable)
+            .map(|p| &p.source);
         for path in [&node, &sub.node_modules]
             .into_iter()
             .chain(sub.extra_ro.iter().map(|b| &b.source))
+            .chain(read_only_project)
         {
             if check_reachable_by_others(path).is_err() {
                 unreachable.push(path.clone());
             }
         }
-        Some((id, id))
+        Some(id)
     } else {
         None
     };
@@ -234,6 +247,30 @@ fn preflight(sub: &BwrapSubstrate, spec: &BootSpec) -> Result<Preflight> {
         host_id,
         unreachable,
     })
+}
+
+/// The owner of a project bound read-write when the caller is root.
+fn project_owner(dir: &Path) -> Result<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("open the project {}", dir.display()), e))?;
+    if !meta.is_dir() {
+        return Err(Error::invalid(
+            "project",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    if meta.uid() == 0 {
+        return Err(Error::invalid(
+            "project",
+            format!(
+                "{} is owned by root: a read-write project runs the sandbox as the project's \
+                 owner, and never as root. Use the copy mode, or chown the project to a user",
+                dir.display()
+            ),
+        ));
+    }
+    Ok((meta.uid(), meta.gid()))
 }
 
 fn random_u32() -> Result<u32> {
@@ -619,6 +656,15 @@ fn spawn_jail(
                 dest: b.dest.clone(),
             })
             .collect(),
+        project: sub.project.as_ref().map(|p| jail::ProjectBind {
+            source: if p.writable {
+                p.source.clone()
+            } else {
+                layout.source(&p.source)
+            },
+            dest: p.dest.clone(),
+            writable: p.writable,
+        }),
         network: pre.network,
         tmp_bytes: sub.tmp_bytes,
         seccomp_fds: filters.iter().map(Inherited::fd).collect(),

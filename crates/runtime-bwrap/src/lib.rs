@@ -64,6 +64,7 @@ pub struct BwrapSubstrate {
     pub(crate) node_modules: PathBuf,
     pub(crate) base_dir: PathBuf,
     pub(crate) extra_ro: Vec<ReadOnlyBind>,
+    pub(crate) project: Option<jail::ProjectBind>,
     pub(crate) tmp_bytes: Option<u64>,
     pub(crate) egress_hosts: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
     pub(crate) egress_name_servers: Option<Vec<std::net::SocketAddr>>,
@@ -79,6 +80,7 @@ impl BwrapSubstrate {
             node_modules: node_modules.into(),
             base_dir: std::env::temp_dir().join("computeragent-bwrap"),
             extra_ro: Vec::new(),
+            project: None,
             tmp_bytes: None,
             egress_hosts: std::collections::HashMap::new(),
             egress_name_servers: None,
@@ -101,6 +103,20 @@ impl BwrapSubstrate {
     /// sandbox's own uid must be able to traverse it (the default, under the temp dir, is).
     pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.base_dir = dir.into();
+        self
+    }
+
+    /// Binds a project directory into every sandbox at the same path, read-write or
+    /// read-only: the agent works on the files themselves, not a copy. Read-write as root
+    /// runs the sandbox as the directory's owner (a root-owned project is refused), since a
+    /// fresh uid could not write it.
+    pub fn project(mut self, dir: impl Into<PathBuf>, writable: bool) -> Self {
+        let dir = dir.into();
+        self.project = Some(jail::ProjectBind {
+            source: dir.clone(),
+            dest: dir,
+            writable,
+        });
         self
     }
 

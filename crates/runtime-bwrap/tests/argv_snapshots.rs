@@ -33,6 +33,7 @@ fn base() -> JailConfig {
         run_dir: "/tmp/computeragent-bwrap/boot-X/run".into(),
         workdir: "/tmp/computeragent-bwrap/boot-X/workdir".into(),
         extra_ro: Vec::new(),
+        project: None,
         network: JailNetwork::Isolated,
         tmp_bytes: None,
         seccomp_fds: vec![12, 13, 14],
@@ -64,6 +65,23 @@ fn tmp_size_extra_binds_and_variables() {
     }];
     c.env = vec![("FEATURE".into(), "on".into())];
     insta::assert_snapshot!(c.command().argv_lines());
+}
+
+#[test]
+fn projects_are_bound_at_their_own_path_read_write_or_read_only() {
+    let mut c = base();
+    c.project = Some(runtime_bwrap::jail::ProjectBind {
+        source: "/home/dev/app".into(),
+        dest: "/home/dev/app".into(),
+        writable: true,
+    });
+    insta::assert_snapshot!("project_read_write", c.command().argv_lines());
+    c.project = Some(runtime_bwrap::jail::ProjectBind {
+        source: "/tmp/computeragent-bwrap/boot-X/binds/0".into(),
+        dest: "/home/dev/app".into(),
+        writable: false,
+    });
+    insta::assert_snapshot!("project_read_only", c.command().argv_lines());
 }
 
 #[test]

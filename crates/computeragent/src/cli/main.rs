@@ -105,6 +105,7 @@ fn main() -> ExitCode {
         lima_base: cli.lima_base.or(user.lima_base.clone()),
         container_image: cli.container_image.or(user.container_image.clone()),
         read_only: user.read_only.clone(),
+        project_mount: None,
     };
     let result = runtime.block_on(async move {
         match cli.command {

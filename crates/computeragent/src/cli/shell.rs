@@ -50,6 +50,22 @@ pub struct ProjectArgs {
     /// Write the changes as a patch (git format) to FILE.
     #[arg(long, value_name = "FILE")]
     patch: Option<PathBuf>,
+    /// How the project reaches the sandbox: `copy` (changes reviewed, applied on approval),
+    /// `rw` (mounted read-write: the agent changes your files directly) or `ro` (mounted
+    /// read-only). rw and ro run on bwrap and lima.
+    #[arg(long, value_enum, default_value_t = ProjectMode::Copy)]
+    mode: ProjectMode,
+}
+
+/// How a project reaches the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProjectMode {
+    /// Copied in; changes reviewed and applied on approval.
+    Copy,
+    /// Mounted read-write.
+    Rw,
+    /// Mounted read-only.
+    Ro,
 }
 
 impl ProjectArgs {
@@ -86,8 +102,10 @@ impl ProjectArgs {
     }
 }
 
-/// Runs the project's runtime script, if it has one, then the program.
-const RUNTIME_SCRIPT: &str = r#"for script in .computeragent/runtime.sh .claude-vm.runtime.sh; do
+/// Runs the project's runtime script, if it has one, then the program (in the mounted
+/// project, when there is one).
+const RUNTIME_SCRIPT: &str = r#"if [ -n "${COMPUTERAGENT_PROJECT:-}" ]; then cd "$COMPUTERAGENT_PROJECT" || exit 126; fi
+for script in .computeragent/runtime.sh .claude-vm.runtime.sh; do
   if [ -f "$script" ]; then
     echo "computeragent: running $script" >&2
     sh "$script" || { status=$?; echo "computeragent: $script failed with status $status" >&2; exit $status; }
@@ -355,14 +373,37 @@ async fn session(
     };
     // The session's own HOME, so that shell history and the program's settings do not land
     // in the project's change set.
-    let spec = spec.env("HOME", "/tmp");
-    let project = match args.project.directory()? {
-        Some(dir) => Some(crate::project::Staged::stage(&dir)?),
-        None => None,
+    spec = spec.env("HOME", "/tmp");
+    let directory = args.project.directory()?;
+    let mut config = config.clone();
+    let project = match (directory, args.project.mode) {
+        (Some(dir), ProjectMode::Copy) => Some(crate::project::Staged::stage(&dir)?),
+        (Some(dir), mode) => {
+            let dir = dir.canonicalize().map_err(|e| {
+                computeragent::Error::io(format!("open the project {}", dir.display()), e)
+            })?;
+            let writable = mode == ProjectMode::Rw;
+            if writable {
+                eprintln!(
+                    "warning: {} is mounted READ-WRITE: the agent changes your files directly, \
+                     with no review. The copy mode (the default) shows the changes first.",
+                    dir.display()
+                );
+            }
+            spec = spec.env("COMPUTERAGENT_PROJECT", dir.display().to_string());
+            config.project_mount = Some(computeragent::ProjectMount {
+                path: dir,
+                writable,
+            });
+            None
+        }
+        (None, _) => None,
     };
+    let mounted = config.project_mount.is_some();
+    let config = &config;
     // The project's runtime script (agent-vm's name is read too) runs first, in the sandbox,
     // on the terminal; its failure ends the session with its status.
-    let argv = if project.is_some() {
+    let argv = if project.is_some() || mounted {
         let mut wrapped: Vec<OsString> = vec![
             "sh".into(),
             "-c".into(),
