@@ -263,6 +263,32 @@ async fn a_run_streams_its_events_and_its_record_stays() {
         .unwrap();
     assert_eq!(record["state"], "done");
     assert_eq!(record["runtime"], "bwrap");
+    // What the run changed against its input files: out.md is new, the brief untouched.
+    assert_eq!(
+        done["changes"],
+        json!([{"path": "out.md", "summary": "A out.md"}]),
+        "{done}"
+    );
+    assert_eq!(record["changes"], done["changes"]);
+    let patch = h
+        .get(&format!("/v1/runs/{id}/changes?format=patch"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 200);
+    let patch = patch.text().await.unwrap();
+    assert!(
+        patch.contains("+++ b/out.md") && patch.contains("+the brief") && patch.contains("+done"),
+        "{patch}"
+    );
+    let (status, code) = error_code(
+        h.get(&format!("/v1/runs/{id}/changes?format=tar"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION"));
     // The sandbox is gone with the run: its files are no longer there to read.
     let (status, code) = error_code(
         h.get(&format!("/v1/runs/{id}/files?path=out.md"))

@@ -5,9 +5,11 @@
 //!
 //! - `GET /health`
 //! - `POST /v1/runs` → SSE: `run` `{id}`, the harness's events (`event:` their type), then
-//!   `done` `{id, state, result, reason, usage}` or `error` `{code, message}`;
+//!   `done` `{id, state, changes, result, reason, usage}` or `error` `{code, message}`;
 //!   `GET /v1/runs/{id}`; `DELETE /v1/runs/{id}` (cancel); `GET /v1/runs/{id}/files?path=`
-//!   and `GET /v1/runs/{id}/tree` while it runs.
+//!   and `GET /v1/runs/{id}/tree` while it runs; `GET /v1/runs/{id}/changes[?format=patch]`
+//!   once its turn ended: what it changed against the request's files (a change list and a
+//!   git-format patch).
 //! - `POST /v1/exec` `{command, group?, timeoutSecs?}` → SSE: `stdout`/`stderr` `{text}`, then
 //!   `exit` `{code, reason, success}`: one command in a fresh sandbox, no harness.
 //! - `POST /v1/sandboxes`, `GET /v1/sandboxes`, `DELETE /v1/sandboxes/{id}`,
@@ -210,6 +212,7 @@ impl Server {
             .route("/v1/runs/{id}", get(runs::get).delete(runs::cancel))
             .route("/v1/runs/{id}/files", get(runs::file))
             .route("/v1/runs/{id}/tree", get(runs::tree))
+            .route("/v1/runs/{id}/changes", get(runs::changes))
             .route(
                 "/v1/sandboxes",
                 post(sandboxes::create).get(sandboxes::list),

@@ -60,6 +60,8 @@ pub(crate) struct RunRecord {
     runtime: Option<String>,
     result: Option<Value>,
     error: Option<Value>,
+    /// What the agent changed against the request's files, once the turn ended.
+    changes: Option<Value>,
     /// The harness client and session while the agent lives.
     live: Option<(HarnessClient, String)>,
     cancel: Arc<Notify>,
@@ -75,6 +77,7 @@ impl RunRecord {
             "runtime": self.runtime,
             "result": self.result,
             "error": self.error,
+            "changes": self.changes.as_ref().map(|c| c["changes"].clone()),
         })
     }
 }
@@ -204,6 +207,7 @@ pub(crate) async fn create(
                 runtime: None,
                 result: None,
                 error: None,
+                changes: None,
                 live: None,
                 cancel: cancel.clone(),
             },
@@ -245,6 +249,13 @@ async fn drive(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = tx.send(stream::frame("run", &json!({"id": id}))).await;
+    let baseline = match input_baseline(&request.files) {
+        Ok(baseline) => Some(baseline),
+        Err(e) => {
+            tracing::warn!(run = %id, error = %e, "no change set for this run");
+            None
+        }
+    };
     let outcome = async {
         let builder = builder(
             &state,
@@ -270,13 +281,28 @@ async fn drive(
             r.live = Some((client.clone(), session.clone()));
         });
         let turn = stream_turn(&mut agent, &request.prompt, &tx, &cancel, &client, &session).await;
-        update(&state, &id, |r| r.live = None);
+        // The run's changes against its input files, read before the sandbox goes.
+        let changes = match &baseline {
+            Some(baseline) if turn.is_ok() => match changes_of(baseline, &client, &session).await {
+                Ok(changes) => Some(changes),
+                Err(e) => {
+                    tracing::warn!(run = %id, error = %e, "could not read the run's changes");
+                    None
+                }
+            },
+            _ => None,
+        };
+        update(&state, &id, |r| {
+            r.live = None;
+            r.changes = changes.clone();
+        });
         let summary = agent.dispose().await;
         let (result, cancelled) = turn?;
         let summary = summary?;
         let ended = if cancelled { "cancelled" } else { "done" };
         Ok::<_, substrate_core::Error>((
             Some(json!({
+                "changes": changes.as_ref().map(|c| c["changes"].clone()),
                 "result": result,
                 "reason": format!("{:?}", summary.reason).to_ascii_lowercase(),
                 "turns": summary.turns,
@@ -307,6 +333,117 @@ async fn drive(
             let _ = tx.send(stream::frame("error", &error)).await;
         }
     }
+}
+
+/// The request's files as a project on the host: the baseline a run's changes are measured
+/// against.
+fn input_baseline(files: &[InlineFile]) -> substrate_core::Result<crate::project::ProjectCopy> {
+    let dir = tempfile_like("run-input")?;
+    let written = (|| {
+        for file in files {
+            let rel = std::path::Path::new(&file.path);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(substrate_core::Error::invalid(
+                    "files",
+                    format!("`{}` is not a plain relative path", file.path),
+                ));
+            }
+            let target = dir.0.join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    substrate_core::Error::io(format!("create {}", parent.display()), e)
+                })?;
+            }
+            std::fs::write(&target, &file.content)
+                .map_err(|e| substrate_core::Error::io(format!("write {}", target.display()), e))?;
+        }
+        crate::project::ProjectCopy::stage(&dir.0, &changeset::Options::default())
+    })();
+    drop(dir);
+    written
+}
+
+/// A private directory, removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+fn tempfile_like(purpose: &str) -> substrate_core::Result<ScratchDir> {
+    let token = substrate_core::Secret::random_token()?;
+    let dir = std::env::temp_dir().join(format!(
+        "computeragent-{purpose}-{}",
+        token.expose().chars().take(12).collect::<String>()
+    ));
+    std::fs::create_dir(&dir)
+        .map_err(|e| substrate_core::Error::io(format!("create {}", dir.display()), e))?;
+    Ok(ScratchDir(dir))
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the agent changed in the workdir against `baseline`: each change's summary line and
+/// path, and the whole as a patch (git format; binaries summarized).
+async fn changes_of(
+    baseline: &crate::project::ProjectCopy,
+    client: &HarnessClient,
+    session: &str,
+) -> substrate_core::Result<Value> {
+    let (changes, _fetched) = baseline.changes(client, session).await?;
+    let patch = changes
+        .diff()
+        .map_err(|e| substrate_core::Error::invalid("changes", e.to_string()))?;
+    let list: Vec<Value> = changes
+        .changes()
+        .iter()
+        .map(|c| json!({"path": c.path(), "summary": c.summary()}))
+        .collect();
+    Ok(json!({"changes": list, "patch": patch}))
+}
+
+/// `GET /v1/runs/{id}/changes`: what a finished run changed against its input files, as JSON
+/// (`changes` and `patch`), or as the patch alone with `?format=patch`.
+pub(crate) async fn changes(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<FormatQuery>,
+) -> Result<Response, ApiError> {
+    let runs = state.runs.lock().map_err(|_| poisoned())?;
+    let record = runs
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
+    let Some(changes) = record.changes.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "NO_CHANGES_YET",
+            format!(
+                "run `{id}` is {}: its changes are read when its turn ends",
+                record.state
+            ),
+        ));
+    };
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(changes).into_response()),
+        Some("patch") => Ok((
+            [(header::CONTENT_TYPE, "text/x-diff; charset=utf-8")],
+            changes["patch"].as_str().unwrap_or_default().to_owned(),
+        )
+            .into_response()),
+        Some(other) => Err(ApiError::validation(format!(
+            "`format={other}` is not one of json, patch"
+        ))),
+    }
+}
+
+/// `?format=`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct FormatQuery {
+    format: Option<String>,
 }
 
 /// Streams one turn's events to `tx`; the result text and whether it was cancelled (by
