@@ -22,6 +22,35 @@ pub async fn open(
     substrate.open_terminal(spec, request).await
 }
 
+/// Opens `request` inside the running sandbox `id` of `runtime` (a warm sandbox of `serve`:
+/// `sbx_…`): the debug shell. Closing it ends the program, not the sandbox. bwrap only, as
+/// root.
+pub async fn enter(
+    runtime: RuntimeName,
+    config: &RuntimeConfig,
+    id: &str,
+    request: TerminalRequest,
+) -> Result<Terminal> {
+    match runtime {
+        #[cfg(all(feature = "bwrap", target_os = "linux"))]
+        RuntimeName::Bwrap => {
+            crate::runtime::bwrap_substrate(config)
+                .await?
+                .enter_terminal(id, request)
+                .await
+        }
+        other => {
+            let _ = (config, id, request);
+            Err(substrate_core::Error::Unsupported {
+                what: format!("a shell in a running {other} sandbox"),
+                reason: "it is done for bwrap sandboxes; a VM of a running sandbox can be \
+                         reached with `limactl shell` or `ssh` meanwhile"
+                    .into(),
+            })
+        }
+    }
+}
+
 /// The size of the terminal `fd` is on, if it is one.
 pub fn size_of(fd: impl std::os::fd::AsFd) -> Option<TerminalSize> {
     rustix::termios::tcgetwinsize(fd)

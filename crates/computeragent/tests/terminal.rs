@@ -608,3 +608,74 @@ fn a_mounted_project_is_written_in_place_in_rw_mode_and_never_in_ro_mode() {
     );
     assert!(!project.join("ro.txt").exists());
 }
+
+#[test]
+fn a_shell_into_a_warm_sandbox_of_the_server_leaves_it_running() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_computeragent"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("COMPUTERAGENT_TOKENS", "into-token")
+        .env(
+            "COMPUTERAGENT_STAGE_DIR",
+            substrate_testkit::stage::stage_dir(),
+        )
+        .env("COMPUTERAGENT_CONFIG", "/nonexistent/computeragent.toml")
+        .env_remove("ANTHROPIC_API_KEY")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let id: String = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(format!("{base}/health")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "the server never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let created: serde_json::Value = http
+            .post(format!("{base}/v1/sandboxes"))
+            .bearer_auth("into-token")
+            .json(&serde_json::json!({"files": [{"path": "brief.txt", "content": "warm brief"}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        created["id"].as_str().unwrap().to_owned()
+    });
+    let t = Tmux::start(120, 30);
+    t.wait_for("outer$");
+    t.keys(&[
+        &format!(
+            "{} shell --into {id} -- sh -c 'echo in=$(hostname) as=$(id -un) \
+             has=\"$(find /workdir -name brief.txt -exec cat {{}} \\;)\"; exit 3'; echo EXIT=$?",
+            env!("CARGO_BIN_EXE_computeragent")
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("EXIT=3");
+    assert!(
+        screen.contains("in=sandbox as=agent has=warm brief"),
+        "{screen}"
+    );
+    // The sandbox lives on: its files are still served.
+    runtime.block_on(async {
+        let tree = http
+            .get(format!("{base}/v1/sandboxes/{id}/tree"))
+            .bearer_auth("into-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tree.status(), 200);
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+}

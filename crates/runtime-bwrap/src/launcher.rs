@@ -311,6 +311,21 @@ fn check_reachable_by_others(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A label as it appears in boot directory names: alphanumerics and `-`, at most 24.
+pub(crate) fn boot_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(24)
+        .collect()
+}
+
 /// One boot's host directory: `<base>/<label>-<random>/{run/, workdir/, harness.mjs, owner}`.
 #[derive(Debug)]
 struct Layout {
@@ -334,17 +349,7 @@ impl Layout {
             std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711))
                 .map_err(|e| Error::io(format!("chmod {}", base.display()), e))?;
         }
-        let safe: String = label
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(24)
-            .collect();
+        let safe = boot_label(label);
         let dir = tempfile::Builder::new()
             .prefix(&format!(
                 "{}-",

@@ -34,6 +34,8 @@ pub mod cgroup;
 #[cfg(target_os = "linux")]
 mod disk;
 #[cfg(target_os = "linux")]
+mod enter;
+#[cfg(target_os = "linux")]
 mod launcher;
 #[cfg(target_os = "linux")]
 pub mod probe;
@@ -230,6 +232,20 @@ impl BwrapSubstrate {
             ["setsid", "--ctty", "--wait"].map(Into::into).to_vec();
         full.extend(argv.into_iter().map(Into::into));
         launcher::spawn(self, spec, full, Some(tty), seed).await
+    }
+
+    /// Opens `request` on a terminal inside the running sandbox labelled `id` under this
+    /// substrate's base directory (a warm sandbox of the server: `sbx_…`), as the sandbox's
+    /// own user with its namespaces, cgroups, seccomp filters and no capabilities. Closing
+    /// the terminal ends the program, not the sandbox. Needs root on the host.
+    #[cfg(target_os = "linux")]
+    pub async fn enter_terminal(
+        &self,
+        id: &str,
+        request: substrate_core::TerminalRequest,
+    ) -> Result<substrate_core::Terminal> {
+        let boot = enter::find_boot(&self.base_dir, id)?;
+        enter::open(boot, request).await
     }
 
     /// Removes what crashed owners left under this substrate's base directory: boot

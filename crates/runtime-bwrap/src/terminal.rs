@@ -34,7 +34,7 @@ fn pty_error(what: &str, e: rustix::io::Errno) -> Error {
 }
 
 /// A fresh PTY: (main side, replica side), sized `size`.
-fn open_pty(size: TerminalSize) -> Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn open_pty(size: TerminalSize) -> Result<(OwnedFd, OwnedFd)> {
     use rustix::fs::{Mode, OFlags};
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
     let main = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
@@ -123,6 +123,25 @@ impl AsyncWrite for PtyStream {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// The PTY's main side as the caller's output and input streams and its resizer.
+pub(crate) fn streams(
+    main: OwnedFd,
+) -> Result<(
+    substrate_core::OutputStream,
+    substrate_core::InputStream,
+    Resizer,
+)> {
+    let stream = PtyStream::new(main)?;
+    let for_resize = stream.share();
+    let resizer = Resizer::new(move |size| {
+        rustix::termios::tcsetwinsize(for_resize.0.get_ref(), winsize(size))
+            .map_err(|e| pty_error("resize the PTY", e))
+    });
+    tracing::debug!(pty = stream.0.get_ref().as_raw_fd(), "terminal started");
+    let input = stream.share();
+    Ok((Box::pin(stream), Box::pin(input), resizer))
 }
 
 /// One terminal's jail. The jail is waited for by a task of its own, so that waiting can be
@@ -252,17 +271,10 @@ pub(crate) async fn open(
     let process = sub
         .spawn_terminal(&spec, request.argv, replica, request.seed.as_deref())
         .await?;
-    let stream = PtyStream::new(main)?;
-    let for_resize = stream.share();
-    let resizer = Resizer::new(move |size| {
-        rustix::termios::tcsetwinsize(for_resize.0.get_ref(), winsize(size))
-            .map_err(|e| pty_error("resize the PTY", e))
-    });
-    tracing::debug!(pty = stream.0.get_ref().as_raw_fd(), "terminal started");
-    let input = stream.share();
+    let (output, input, resizer) = streams(main)?;
     Ok(Terminal::new(
-        Box::pin(stream),
-        Box::pin(input),
+        output,
+        input,
         resizer,
         Box::new(BwrapTerminal::new(process)),
     ))

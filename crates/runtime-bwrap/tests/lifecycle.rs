@@ -289,3 +289,88 @@ async fn a_terminal_sizes_resizes_interrupts_and_brings_its_files_back_then_leav
     .unwrap();
     assert_eq!(leftovers(base.path()), Vec::<PathBuf>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_inside_a_running_sandbox_is_as_confined_as_the_sandbox_and_leaves_it_running() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (substrate, base) = isolated();
+    let harness = substrate
+        .boot_harness(BootSpec::new("sbx_enter-me"))
+        .await
+        .unwrap();
+    // Unknown and ambiguous ids are named.
+    let unknown = substrate
+        .enter_terminal("sbx_nobody", substrate_core::TerminalRequest::new(["true"]))
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("no live bwrap sandbox"),
+        "{unknown}"
+    );
+    let probe = "id -u; id -G; hostname; \
+                 grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm):' /proc/self/status; \
+                 cat /proc/[0-9]*/comm 2>/dev/null | sort -u | tr '\\n' ' '; echo; \
+                 echo entered > /workdir/from-the-shell; ls / | tr '\\n' ' '; echo; \
+                 echo end-of-probe";
+    let mut terminal = substrate
+        .enter_terminal(
+            "sbx_enter-me",
+            substrate_core::TerminalRequest::new(["sh", "-c", probe]),
+        )
+        .await
+        .unwrap();
+    let mut output = terminal.take_output().unwrap();
+    let _input = terminal.take_input().unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), terminal.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), output.read_to_string(&mut text)).await;
+    assert_eq!(end.code, Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(&lines[..3], ["1000", "1000", "sandbox"], "{text}");
+    for expected in [
+        "Seccomp:\t2",
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+    ] {
+        assert!(text.contains(expected), "{expected}:\n{text}");
+    }
+    // The sandbox's own processes (its harness) are there; the host's are not.
+    assert!(text.contains("node"), "{text}");
+    assert!(
+        !text.contains("cargo") && !text.contains("systemd"),
+        "{text}"
+    );
+    assert!(text.contains("end-of-probe"), "{text}");
+    // The workdir is the sandbox's: what the shell wrote is in the boot's workdir on the host.
+    let boots = leftovers(base.path());
+    assert_eq!(boots.len(), 1, "{boots:?}");
+    assert_eq!(
+        std::fs::read_to_string(boots[0].join("workdir/from-the-shell")).unwrap(),
+        "entered\n"
+    );
+    // Closing ends the program, not the sandbox.
+    let mut again = substrate
+        .enter_terminal(
+            "sbx_enter-me",
+            substrate_core::TerminalRequest::new(["sh", "-c", "echo ready; sleep 1000"]),
+        )
+        .await
+        .unwrap();
+    let mut out = again.take_output().unwrap();
+    let mut input = again.take_input().unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("ready"));
+    input.write_all(b"").await.unwrap();
+    again.close().await.unwrap();
+    harness.client().unwrap().health().await.unwrap();
+    harness.shutdown().await.unwrap();
+    assert_eq!(leftovers(base.path()), Vec::<PathBuf>::new());
+}

@@ -26,6 +26,10 @@ pub struct ShellArgs {
     sandbox: args::SandboxArgs,
     #[command(flatten)]
     project: ProjectArgs,
+    /// A shell in the running sandbox ID instead (a warm sandbox of `serve`: `sbx_…`), as
+    /// its own user, confined as it is. Closing the shell leaves the sandbox running.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["project", "no_project", "apply", "no_apply", "patch"])]
+    into: Option<String>,
     /// The program (default: a login shell).
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -305,6 +309,7 @@ pub async fn claude(
     let shell = ShellArgs {
         sandbox: args.sandbox.clone(),
         project: args.project.clone(),
+        into: None,
         command: argv,
     };
     let mut extra: Vec<(String, String)> = vec![
@@ -331,7 +336,45 @@ pub async fn run(
     config: &RuntimeConfig,
     user: &crate::config::UserConfig,
 ) -> computeragent::Result<ExitCode> {
-    session(args, config, user, Vec::new()).await
+    match args.into.clone() {
+        Some(id) => enter(args, &id, config, user).await,
+        None => session(args, config, user, Vec::new()).await,
+    }
+}
+
+/// `shell --into ID`: a shell in a running sandbox, which stays when the shell ends.
+async fn enter(
+    args: ShellArgs,
+    id: &str,
+    config: &RuntimeConfig,
+    user: &crate::config::UserConfig,
+) -> computeragent::Result<ExitCode> {
+    if !std::io::stdin().is_terminal() {
+        return Err(computeragent::Error::invalid(
+            "shell",
+            "stdin is not a terminal: run it in one",
+        ));
+    }
+    let runtime = args
+        .sandbox
+        .runtime(user)
+        .unwrap_or(computeragent::RuntimeName::Bwrap);
+    let argv = if args.command.is_empty() {
+        vec![OsString::from("bash"), OsString::from("-l")]
+    } else {
+        args.command.clone()
+    };
+    let size = size_of(std::io::stdin()).unwrap_or_default();
+    let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
+    let request = TerminalRequest::new(argv).size(size).term(term);
+    let mut terminal = computeragent::terminal::enter(runtime, config, id, request).await?;
+    let raw = RawMode::enter()?;
+    let code = attach(&mut terminal).await;
+    drop(raw);
+    let closed = terminal.close().await;
+    let code = code?.unwrap_or(128 + 15);
+    closed?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 async fn session(
