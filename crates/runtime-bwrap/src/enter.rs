@@ -277,7 +277,23 @@ impl TerminalSandbox for Entered {
     }
 
     async fn close(&mut self) -> Result<()> {
-        // Its session goes with the terminal (SIGHUP when the PTY's main side closes).
+        // The program is `setsid`'s child (inside the pid namespace) and leads its own
+        // session and process group: that group goes first, then `setsid`. The rest of its
+        // session goes with the terminal (SIGHUP when the PTY's main side closes).
+        if let Some(pid) = self.child.id()
+            && let Ok(children) =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        {
+            for child in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         Ok(())

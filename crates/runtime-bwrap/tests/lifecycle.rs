@@ -370,6 +370,35 @@ async fn a_terminal_inside_a_running_sandbox_is_as_confined_as_the_sandbox_and_l
     assert!(String::from_utf8_lossy(&buf[..n]).contains("ready"));
     input.write_all(b"").await.unwrap();
     again.close().await.unwrap();
+    // The program is gone from the sandbox; the sandbox's own processes are not.
+    let pid: i32 = std::fs::read_to_string(boots[0].join("sandbox"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let in_sandbox: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<i32>().is_ok())
+            .filter(|e| {
+                std::fs::read_link(e.path().join("ns/pid")).ok()
+                    == std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+            })
+            .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+            .map(|c| c.trim().to_owned())
+            .collect();
+        if !in_sandbox.iter().any(|c| c == "sleep") {
+            assert!(in_sandbox.iter().any(|c| c == "node"), "{in_sandbox:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the program outlived close: {in_sandbox:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     harness.client().unwrap().health().await.unwrap();
     harness.shutdown().await.unwrap();
     assert_eq!(leftovers(base.path()), Vec::<PathBuf>::new());
