@@ -304,6 +304,20 @@ impl Agent {
         Ok(self.session()?.client())
     }
 
+    /// A program on a terminal inside the agent's sandbox, beside its engine (a debug shell
+    /// into a live agent): read, type, resize, wait. Closing it ends the program; the agent
+    /// goes on. bwrap (as root), tart and lima.
+    pub async fn open_terminal(
+        &self,
+        request: substrate_core::TerminalRequest,
+    ) -> Result<substrate_core::Terminal> {
+        self.harness
+            .as_ref()
+            .ok_or(Error::ShutDown)?
+            .open_terminal(request)
+            .await
+    }
+
     /// A client of the agent's harness (for file routes from elsewhere while it runs).
     pub fn harness_client(&self) -> Result<HarnessClient> {
         self.client().cloned()

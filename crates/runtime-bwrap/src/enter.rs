@@ -240,6 +240,25 @@ pub(crate) async fn open(boot: PathBuf, request: TerminalRequest) -> Result<Term
     ))
 }
 
+/// Terminals inside one booted sandbox (its boot directory names it).
+#[derive(Debug)]
+pub(crate) struct EnterHost {
+    boot: PathBuf,
+}
+
+impl EnterHost {
+    pub(crate) fn new(boot: PathBuf) -> Self {
+        Self { boot }
+    }
+}
+
+#[async_trait]
+impl substrate_core::TerminalHost for EnterHost {
+    async fn open_terminal(&self, request: TerminalRequest) -> Result<Terminal> {
+        open(self.boot.clone(), request).await
+    }
+}
+
 /// A program inside a sandbox that outlives it: closing ends the program, not the sandbox.
 #[derive(Debug)]
 struct Entered {

@@ -81,7 +81,8 @@ pub(crate) async fn boot(sub: &BwrapSubstrate, spec: BootSpec) -> Result<BootedH
             Endpoint::Unix(layout.socket),
             token,
             Box::new(teardown),
-        )),
+        )
+        .with_terminals(Arc::new(crate::enter::EnterHost::new(layout.root)))),
         Err(e) => {
             if let Err(cleanup) = teardown.shutdown().await {
                 tracing::error!(error = %cleanup, "cleanup after a failed boot failed");

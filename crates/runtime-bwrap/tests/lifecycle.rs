@@ -400,6 +400,10 @@ async fn a_terminal_inside_a_running_sandbox_is_as_confined_as_the_sandbox_and_l
         std::thread::sleep(Duration::from_millis(50));
     }
     harness.client().unwrap().health().await.unwrap();
+    // The same through the booted harness.
+    substrate_testkit::terminal::check_booted_terminal(&harness)
+        .await
+        .unwrap();
     harness.shutdown().await.unwrap();
     assert_eq!(leftovers(base.path()), Vec::<PathBuf>::new());
 }

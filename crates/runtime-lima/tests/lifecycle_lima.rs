@@ -144,6 +144,10 @@ async fn the_agent_edits_the_mounted_project_after_the_runtime_script() {
             .map(|(_, v)| v.clone());
         assert_eq!(key.as_deref(), Some(canary.as_str()));
     }
+    // A terminal beside the engine, in the booted VM.
+    substrate_testkit::terminal::check_booted_terminal(&harness)
+        .await
+        .unwrap();
     harness.shutdown().await.unwrap();
     for call in tools.calls() {
         assert!(!call.join(" ").contains(&canary), "{call:?}");

@@ -51,19 +51,25 @@ pub(crate) async fn boot(sub: &TartSubstrate, spec: BootSpec) -> Result<BootedHa
             &extra_env,
         )
         .await?;
+        let terminals = substrate_ssh::terminal::GuestTerminals::new(
+            ssh.clone(),
+            installed,
+            services.engine_envs(),
+            &extra_env,
+        );
         vm.ssh = Some(ssh);
         let endpoint = harness.endpoint();
         vm.harness = Some(harness);
-        Ok(endpoint)
+        Ok((endpoint, terminals))
     }
     .await;
     match result {
-        Ok(endpoint) => Ok(BootedHarness::new(
-            SubstrateKind::Tart,
-            endpoint,
-            token,
-            Box::new(vm),
-        )),
+        Ok((endpoint, terminals)) => {
+            Ok(
+                BootedHarness::new(SubstrateKind::Tart, endpoint, token, Box::new(vm))
+                    .with_terminals(std::sync::Arc::new(terminals)),
+            )
+        }
         Err(e) => Err(vm.fail(sub, e).await),
     }
 }

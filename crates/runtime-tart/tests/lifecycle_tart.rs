@@ -150,6 +150,10 @@ async fn the_agent_works_in_the_vm_and_the_key_stays_on_the_host() {
             "a remote command line carries the key: {c}"
         );
     }
+    // A terminal beside the engine, in the booted VM.
+    substrate_testkit::terminal::check_booted_terminal(&harness)
+        .await
+        .unwrap();
     harness.shutdown().await.unwrap();
     harness.shutdown().await.unwrap();
     // No argv of any tart call carries the key.

@@ -34,5 +34,5 @@ pub use substrate::{
     Substrate, SubstrateKind, Teardown,
 };
 pub use terminal::{
-    InputStream, Resizer, Terminal, TerminalRequest, TerminalSandbox, TerminalSize,
+    InputStream, Resizer, Terminal, TerminalHost, TerminalRequest, TerminalSandbox, TerminalSize,
 };

@@ -158,6 +158,7 @@ pub struct BootedHarness {
     endpoint: Endpoint,
     token: Secret,
     teardown: Mutex<Option<Box<dyn Teardown>>>,
+    terminals: Option<std::sync::Arc<dyn crate::terminal::TerminalHost>>,
 }
 
 impl BootedHarness {
@@ -173,6 +174,36 @@ impl BootedHarness {
             endpoint,
             token,
             teardown: Mutex::new(Some(teardown)),
+            terminals: None,
+        }
+    }
+
+    /// Lets callers open terminals inside this sandbox (see [`BootedHarness::open_terminal`]).
+    pub fn with_terminals(
+        mut self,
+        host: std::sync::Arc<dyn crate::terminal::TerminalHost>,
+    ) -> Self {
+        self.terminals = Some(host);
+        self
+    }
+
+    /// Starts `request`'s program on a terminal inside this sandbox, beside the harness, in
+    /// the harness's workdir root: a debug shell into a live agent's sandbox. Closing the
+    /// terminal ends the program; the sandbox stays until [`BootedHarness::shutdown`].
+    /// Runtimes that cannot answer [`Error::Unsupported`].
+    pub async fn open_terminal(
+        &self,
+        request: crate::terminal::TerminalRequest,
+    ) -> Result<crate::terminal::Terminal> {
+        if self.is_shut_down().await {
+            return Err(Error::ShutDown);
+        }
+        match &self.terminals {
+            Some(host) => host.open_terminal(request).await,
+            None => Err(Error::Unsupported {
+                what: format!("terminals in a booted {} sandbox", self.kind),
+                reason: "bwrap (as root), tart and lima open them".into(),
+            }),
         }
     }
 

@@ -133,6 +133,15 @@ pub trait TerminalSandbox: Send + fmt::Debug {
     async fn close(&mut self) -> Result<()>;
 }
 
+/// Opens terminals inside one booted sandbox (beside its harness): what a runtime attaches to
+/// a [`crate::BootedHarness`] when it can. Closing such a terminal ends its program, not the
+/// sandbox.
+#[async_trait]
+pub trait TerminalHost: Send + Sync + fmt::Debug {
+    /// Starts `request`'s program in the sandbox, in the harness's workdir root.
+    async fn open_terminal(&self, request: TerminalRequest) -> Result<Terminal>;
+}
+
 /// A program on a terminal in a sandbox of its own.
 ///
 /// Read what it prints from [`Terminal::take_output`], write keys to

@@ -33,19 +33,9 @@ pub async fn open_terminal(
     request: TerminalRequest,
     mut vm: Box<dyn Teardown>,
 ) -> Result<Terminal> {
-    let mut vars = engine_envs.expose_map();
-    for (name, value) in extra_env {
-        vars.insert(name.clone(), value.clone());
-    }
-    vars.insert(
-        "HARNESS_NODE_MODULES".into(),
-        format!(
-            "{}/{}/node_modules",
-            installed.home,
-            crate::guest::harness_dir()
-        ),
-    );
-    match start(ssh, installed, vars, request).await {
+    let vars = program_vars(installed, engine_envs, extra_env);
+    let workdir = format!("{}/{WORKDIR}", installed.home);
+    match start(ssh, workdir, true, vars, request).await {
         Ok((pty, workdir)) => Ok(assemble(pty, ssh.clone(), workdir, vm)),
         Err(e) => {
             if let Err(cleanup) = vm.shutdown().await {
@@ -58,18 +48,20 @@ pub async fn open_terminal(
 
 async fn start(
     ssh: &SshSession,
-    installed: &Installed,
+    workdir: String,
+    fresh: bool,
     vars: BTreeMap<String, String>,
     request: TerminalRequest,
 ) -> Result<(RemotePty, String)> {
     request.check()?;
-    let workdir = format!("{}/{WORKDIR}", installed.home);
     let quoted_workdir = quote(&workdir);
-    ssh.run_checked(
-        &format!("rm -rf {quoted_workdir} && mkdir -p {quoted_workdir}"),
-        b"",
-    )
-    .await?;
+    if fresh {
+        ssh.run_checked(
+            &format!("rm -rf {quoted_workdir} && mkdir -p {quoted_workdir}"),
+            b"",
+        )
+        .await?;
+    }
     if let Some(seed) = &request.seed {
         seed_workdir(ssh, seed, &workdir).await?;
     }
@@ -156,6 +148,74 @@ fn assemble(
             vm: Some(vm),
         }),
     )
+}
+
+/// The program's variables: the engine's (brokered keys as placeholders), the forwards'
+/// addresses, and where Claude Code's binary is.
+fn program_vars(
+    installed: &Installed,
+    engine_envs: &EnvVars,
+    extra_env: &[(String, String)],
+) -> BTreeMap<String, String> {
+    let mut vars = engine_envs.expose_map();
+    for (name, value) in extra_env {
+        vars.insert(name.clone(), value.clone());
+    }
+    vars.insert(
+        "HARNESS_NODE_MODULES".into(),
+        format!(
+            "{}/{}/node_modules",
+            installed.home,
+            crate::guest::harness_dir()
+        ),
+    );
+    vars
+}
+
+/// Terminals beside a booted guest's harness, over the boot's SSH connection, in the
+/// harness's workdir root. Closing one ends its program; the VM stays.
+#[derive(Debug)]
+pub struct GuestTerminals {
+    ssh: SshSession,
+    installed: Installed,
+    vars: BTreeMap<String, String>,
+}
+
+impl GuestTerminals {
+    /// Terminals on `ssh`, with the harness's variables.
+    pub fn new(
+        ssh: SshSession,
+        installed: Installed,
+        engine_envs: &EnvVars,
+        extra_env: &[(String, String)],
+    ) -> Self {
+        let vars = program_vars(&installed, engine_envs, extra_env);
+        Self {
+            ssh,
+            installed,
+            vars,
+        }
+    }
+}
+
+/// Nothing to tear down: the VM belongs to its boot.
+#[derive(Debug)]
+struct Borrowed;
+
+#[async_trait]
+impl Teardown for Borrowed {
+    async fn shutdown(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl substrate_core::TerminalHost for GuestTerminals {
+    async fn open_terminal(&self, request: TerminalRequest) -> Result<Terminal> {
+        let workdir = format!("{}/work", self.installed.home);
+        let (pty, workdir) = start(&self.ssh, workdir, false, self.vars.clone(), request).await?;
+        Ok(assemble(pty, self.ssh.clone(), workdir, Box::new(Borrowed)))
+    }
 }
 
 fn quote(text: &str) -> String {

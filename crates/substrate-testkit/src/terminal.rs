@@ -151,3 +151,39 @@ pub async fn check_terminal(
     terminal.close().await.context("close the terminal")?;
     Ok(())
 }
+
+/// Opens a terminal beside `harness`'s engine and checks it runs, reports its exit, and that
+/// closing it leaves the harness serving.
+pub async fn check_booted_terminal(harness: &substrate_core::BootedHarness) -> anyhow::Result<()> {
+    let mut terminal = harness
+        .open_terminal(TerminalRequest::new([
+            "sh",
+            "-c",
+            "echo booted-$((6 * 7)) as=$(id -un); exit 4",
+        ]))
+        .await
+        .context("open a terminal in the booted sandbox")?;
+    let mut output = terminal.take_output().context("no output stream")?;
+    let _input = terminal.take_input();
+    let end = tokio::time::timeout(Duration::from_secs(20), terminal.wait())
+        .await
+        .context("the program never ended")??;
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), output.read_to_string(&mut text)).await;
+    ensure!(
+        end.code == Some(4),
+        "exit code {:?}, not 4: {text}",
+        end.code
+    );
+    ensure!(
+        text.contains("booted-42"),
+        "the program's output is missing: {text}"
+    );
+    terminal.close().await?;
+    harness
+        .client()?
+        .health()
+        .await
+        .context("the harness after the terminal closed")?;
+    Ok(())
+}
