@@ -679,3 +679,34 @@ fn a_shell_into_a_warm_sandbox_of_the_server_leaves_it_running() {
         .status();
     let _ = server.wait();
 }
+
+#[test]
+fn what_the_runtime_script_made_stays_out_of_the_change_set_unless_the_agent_touched_it() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir(project.path().join(".computeragent")).unwrap();
+    std::fs::write(
+        project.path().join(".computeragent/runtime.sh"),
+        "mkdir -p deps/sub; echo dep > deps/sub/lib.js; echo dep2 > deps/touched.js; \
+         echo regenerated > lock.txt\n",
+    )
+    .unwrap();
+    std::fs::write(project.path().join("lock.txt"), "original\n").unwrap();
+    let t = Tmux::start(120, 30);
+    t.wait_for("outer$");
+    t.keys(&[
+        &format!(
+            "{} shell --project {} --no-apply -- sh -c 'echo agent work > work.txt; \
+             echo agent-edit >> deps/touched.js'; echo DONE=$?",
+            env!("CARGO_BIN_EXE_computeragent"),
+            project.path().display()
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("DONE=0");
+    assert!(screen.contains("left out 2 file(s)"), "{screen}");
+    assert!(screen.contains("A work.txt"), "{screen}");
+    assert!(screen.contains("A deps/touched.js"), "{screen}");
+    for hidden in ["lib.js", "lock.txt", "script-output", "deps/sub"] {
+        assert!(!screen.contains(hidden), "{hidden}:\n{screen}");
+    }
+}

@@ -70,7 +70,13 @@ impl Staged {
 
     /// Shows what changed in `workdir`, writes the patch, and applies on approval.
     pub fn review(&self, workdir: &Path, review: &Review) -> computeragent::Result<()> {
-        let now = Snapshot::scan(workdir, &Options::default()).map_err(error)?;
+        let mut now = Snapshot::scan(workdir, &Options::default()).map_err(error)?;
+        let forgotten = forget_script_output(workdir, &self.baseline, &mut now);
+        if forgotten > 0 {
+            eprintln!(
+                "left out {forgotten} file(s) the runtime script made (unchanged by the agent since)"
+            );
+        }
         let changes = ChangeSet::between(&self.baseline, &now);
         let project = self.baseline.root.display().to_string();
         if changes.is_empty() {
@@ -114,6 +120,92 @@ impl Staged {
         }
         Ok(())
     }
+}
+
+/// Where the runtime script's wrapper lists what the script made (`sha256sum` lines).
+const SCRIPT_OUTPUT: &str = ".computeragent/script-output";
+
+/// Takes what the project's runtime script made out of `now`, the workdir's snapshot: each
+/// listed file whose content is still what the script left (so the agent did not touch it)
+/// counts as unchanged, and directories that held only such files go too. Reads the list
+/// without following symlinks and never touches the workdir. Returns how many files.
+fn forget_script_output(workdir: &Path, baseline: &Snapshot, now: &mut Snapshot) -> usize {
+    now.nodes.remove(SCRIPT_OUTPUT);
+    let plain_dir = std::fs::symlink_metadata(workdir.join(".computeragent"))
+        .is_ok_and(|m| m.file_type().is_dir());
+    let list = if plain_dir {
+        use rustix::fs::{Mode, OFlags};
+        use std::io::Read;
+        let mut text = String::new();
+        rustix::fs::open(
+            workdir.join(SCRIPT_OUTPUT),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(std::fs::File::from)
+        .map_err(std::io::Error::from)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map(|_| text)
+        .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let mut forgotten = 0;
+    let mut parents = std::collections::BTreeSet::new();
+    for line in list.lines() {
+        let Some((digest, path)) = line.split_once("  ") else {
+            continue;
+        };
+        let Some(path) = path.strip_prefix("./") else {
+            continue;
+        };
+        let Some(digest) = parse_digest(digest) else {
+            continue;
+        };
+        let untouched = matches!(
+            now.nodes.get(path),
+            Some(changeset::Node::File { digest: d, .. }) if *d == digest
+        );
+        if !untouched {
+            continue;
+        }
+        match baseline.nodes.get(path) {
+            Some(before) => {
+                now.nodes.insert(path.to_owned(), before.clone());
+            }
+            None => {
+                now.nodes.remove(path);
+            }
+        }
+        forgotten += 1;
+        let mut parent = Path::new(path).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            parents.insert(dir.to_string_lossy().into_owned());
+            parent = dir.parent();
+        }
+    }
+    // Deepest first: a directory the script made that now holds nothing goes.
+    for dir in parents.iter().rev() {
+        let new_here = !baseline.nodes.contains_key(dir);
+        let prefix = format!("{dir}/");
+        let empty = !now.nodes.keys().any(|k| k.starts_with(&prefix));
+        if new_here && empty {
+            now.nodes.remove(dir);
+        }
+    }
+    forgotten
+}
+
+/// A SHA-256 digest from 64 hex digits.
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(digest)
 }
 
 impl Drop for Staged {

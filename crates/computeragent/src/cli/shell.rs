@@ -112,7 +112,16 @@ const RUNTIME_SCRIPT: &str = r#"if [ -n "${COMPUTERAGENT_PROJECT:-}" ]; then cd 
 for script in .computeragent/runtime.sh .claude-vm.runtime.sh; do
   if [ -f "$script" ]; then
     echo "computeragent: running $script" >&2
+    stamp=$(mktemp)
     sh "$script" || { status=$?; echo "computeragent: $script failed with status $status" >&2; exit $status; }
+    # In a copy, what the script made is not the agent's work: its files and their digests
+    # are listed for the change set to leave out.
+    if [ -z "${COMPUTERAGENT_PROJECT:-}" ]; then
+      mkdir -p .computeragent
+      find . -newer "$stamp" -type f ! -path ./.computeragent/script-output -exec sha256sum {} + \
+        > .computeragent/script-output 2>/dev/null || true
+    fi
+    rm -f "$stamp"
     break
   fi
 done
