@@ -710,3 +710,79 @@ fn what_the_runtime_script_made_stays_out_of_the_change_set_unless_the_agent_tou
         assert!(!screen.contains(hidden), "{hidden}:\n{screen}");
     }
 }
+
+/// Types a request to Claude Code in the pane, waits for the scripted answer, exits it, and
+/// returns the screen once the command ended.
+fn ask_claude_and_exit(t: &Tmux, done: &str) -> String {
+    let screen = t.wait_for("bypass permissions on");
+    for first_run in [
+        "trust",
+        "Detected a custom API key",
+        "Choose the text style",
+    ] {
+        assert!(!screen.contains(first_run), "{first_run}:\n{screen}");
+    }
+    t.keys(&["write the answer"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["Enter"]);
+    t.wait_for("(scripted demo model) I wrote answer.md");
+    t.keys(&["/exit"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["Enter"]);
+    t.wait_for(done)
+}
+
+#[test]
+fn claude_codes_file_lands_in_the_project_with_apply() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("README.md"), "the project\n").unwrap();
+    let t = Tmux::start(140, 40);
+    t.wait_for("outer$");
+    t.keys(&[
+        &format!(
+            "env -u ANTHROPIC_API_KEY {} claude --project {} --apply; echo EXIT=$?",
+            env!("CARGO_BIN_EXE_computeragent"),
+            project.path().display()
+        ),
+        "Enter",
+    ]);
+    let screen = ask_claude_and_exit(&t, "EXIT=0");
+    assert!(screen.contains("A answer.md"), "{screen}");
+    assert!(screen.contains("applied 1 change(s)"), "{screen}");
+    let answer = std::fs::read_to_string(project.path().join("answer.md")).unwrap();
+    assert!(
+        answer.contains("Written by the agent in its sandbox"),
+        "{answer}"
+    );
+    // Claude Code's own files stay out of the project (its HOME is the sandbox's /tmp).
+    assert!(!project.path().join(".claude.json").exists());
+}
+
+#[cfg(feature = "lima")]
+#[test]
+fn claude_codes_file_lands_in_the_project_from_a_lima_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tools, _base) = lima_sim(dir.path());
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("README.md"), "the project\n").unwrap();
+    let t = Tmux::start(140, 40);
+    t.wait_for("outer$");
+    use_lima_sim(&t, &tools, dir.path());
+    t.keys(&[
+        &format!(
+            "env -u ANTHROPIC_API_KEY {} claude --runtime lima --net host --project {} --apply; \
+             echo EXIT=$?",
+            env!("CARGO_BIN_EXE_computeragent"),
+            project.display()
+        ),
+        "Enter",
+    ]);
+    let screen = ask_claude_and_exit(&t, "EXIT=0");
+    assert!(screen.contains("A answer.md"), "{screen}");
+    let answer = std::fs::read_to_string(project.join("answer.md")).unwrap();
+    assert!(
+        answer.contains("Written by the agent in its sandbox"),
+        "{answer}"
+    );
+}
