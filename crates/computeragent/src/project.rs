@@ -6,6 +6,7 @@
 //! are not carried (the workdir's path jail would refuse them); they stay as they are in the
 //! project.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use changeset::{ChangeSet, Node, Options, Skipped, Snapshot};
@@ -30,6 +31,33 @@ fn scratch(purpose: &str) -> Result<PathBuf> {
         token.expose().chars().take(12).collect::<String>()
     ));
     Ok(dir)
+}
+
+/// A fresh private directory under the temp dir, removed with everything in it when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates `computeragent-<purpose>-<random>` (mode 0700).
+    pub fn new(purpose: &str) -> Result<Self> {
+        let dir = scratch(purpose)?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        Ok(Self(dir))
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl ProjectCopy {
@@ -93,10 +121,8 @@ impl ProjectCopy {
         &self,
         client: &HarnessClient,
         session: &str,
-    ) -> Result<(ChangeSet, FetchedTree)> {
-        let fetched = FetchedTree(scratch("result")?);
-        std::fs::create_dir_all(&fetched.0)
-            .map_err(|e| Error::io(format!("create {}", fetched.0.display()), e))?;
+    ) -> Result<(ChangeSet, ScratchDir)> {
+        let fetched = ScratchDir::new("result")?;
         let tree = client.tree(session, ".", 0).await?;
         for entry in tree.entries {
             let target = fetched.0.join(&entry.path);
@@ -129,22 +155,5 @@ impl ProjectCopy {
 impl Drop for ProjectCopy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.staging);
-    }
-}
-
-/// The agent's workdir fetched to the host; removed when dropped.
-#[derive(Debug)]
-pub struct FetchedTree(PathBuf);
-
-impl FetchedTree {
-    /// Where it is.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for FetchedTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

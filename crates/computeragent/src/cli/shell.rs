@@ -167,33 +167,6 @@ impl Drop for RawMode {
     }
 }
 
-/// A private scratch directory for a copy of the workdir (VMs copy it out).
-fn tempfile_dir() -> computeragent::Result<ScratchDir> {
-    let token = substrate_core::Secret::random_token()?;
-    let path = std::env::temp_dir().join(format!(
-        "computeragent-workdir-{}",
-        token.expose().chars().take(12).collect::<String>()
-    ));
-    std::fs::create_dir(&path)
-        .map_err(|e| computeragent::Error::io(format!("create {}", path.display()), e))?;
-    Ok(ScratchDir(path))
-}
-
-/// Removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Bridges the caller's terminal and the program's until the program ends (its exit code)
 /// or a signal from outside ends the session (`None`; the caller closes the sandbox).
 async fn attach(terminal: &mut Terminal) -> computeragent::Result<Option<i32>> {
@@ -487,7 +460,7 @@ async fn session(
     let reviewed = match &project {
         Some(project) if code.is_some() => {
             // The program ended by itself: its workdir holds the session's work.
-            match tempfile_dir() {
+            match computeragent::project::ScratchDir::new("workdir") {
                 Ok(scratch) => {
                     let reviewed = match terminal.workdir_on_host(scratch.path()).await {
                         Ok(workdir) => project.review(&workdir, &args.project.review_options()),

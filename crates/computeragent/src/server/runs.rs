@@ -338,7 +338,7 @@ async fn drive(
 /// The request's files as a project on the host: the baseline a run's changes are measured
 /// against.
 fn input_baseline(files: &[InlineFile]) -> substrate_core::Result<crate::project::ProjectCopy> {
-    let dir = tempfile_like("run-input")?;
+    let dir = crate::project::ScratchDir::new("run-input")?;
     let written = (|| {
         for file in files {
             let rel = std::path::Path::new(&file.path);
@@ -352,7 +352,7 @@ fn input_baseline(files: &[InlineFile]) -> substrate_core::Result<crate::project
                     format!("`{}` is not a plain relative path", file.path),
                 ));
             }
-            let target = dir.0.join(rel);
+            let target = dir.path().join(rel);
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     substrate_core::Error::io(format!("create {}", parent.display()), e)
@@ -361,30 +361,10 @@ fn input_baseline(files: &[InlineFile]) -> substrate_core::Result<crate::project
             std::fs::write(&target, &file.content)
                 .map_err(|e| substrate_core::Error::io(format!("write {}", target.display()), e))?;
         }
-        crate::project::ProjectCopy::stage(&dir.0, &changeset::Options::default())
+        crate::project::ProjectCopy::stage(dir.path(), &changeset::Options::default())
     })();
     drop(dir);
     written
-}
-
-/// A private directory, removed when dropped.
-struct ScratchDir(std::path::PathBuf);
-
-fn tempfile_like(purpose: &str) -> substrate_core::Result<ScratchDir> {
-    let token = substrate_core::Secret::random_token()?;
-    let dir = std::env::temp_dir().join(format!(
-        "computeragent-{purpose}-{}",
-        token.expose().chars().take(12).collect::<String>()
-    ));
-    std::fs::create_dir(&dir)
-        .map_err(|e| substrate_core::Error::io(format!("create {}", dir.display()), e))?;
-    Ok(ScratchDir(dir))
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// What the agent changed in the workdir against `baseline`: each change's summary line and
