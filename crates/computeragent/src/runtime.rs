@@ -62,6 +62,14 @@ impl RuntimeName {
     pub fn isolates(self) -> bool {
         self != RuntimeName::Local
     }
+
+    /// Whether it opens interactive terminals (`shell`, `claude`).
+    pub fn has_terminals(self) -> bool {
+        matches!(
+            self,
+            RuntimeName::Bwrap | RuntimeName::Tart | RuntimeName::Lima
+        )
+    }
 }
 
 impl fmt::Display for RuntimeName {
@@ -181,8 +189,24 @@ pub async fn check(runtime: RuntimeName, config: &RuntimeConfig) -> Availability
 /// The first usable isolating runtime in this OS's order; an error naming each one's
 /// problem when there is none.
 pub async fn select(config: &RuntimeConfig) -> Result<RuntimeName> {
+    select_where(config, |_| true).await
+}
+
+/// [`select`] among the runtimes that open interactive terminals (on macOS: tart, then
+/// lima; Apple's `container` has none yet).
+pub async fn select_for_terminals(config: &RuntimeConfig) -> Result<RuntimeName> {
+    select_where(config, RuntimeName::has_terminals).await
+}
+
+async fn select_where(
+    config: &RuntimeConfig,
+    wanted: impl Fn(RuntimeName) -> bool,
+) -> Result<RuntimeName> {
     let mut reasons = Vec::new();
-    for runtime in RuntimeName::ALL.into_iter().filter(|r| r.isolates()) {
+    for runtime in RuntimeName::ALL
+        .into_iter()
+        .filter(|r| r.isolates() && wanted(*r))
+    {
         let availability = check(runtime, config).await;
         match availability.status {
             Ok(_) => return Ok(runtime),
@@ -635,6 +659,24 @@ mod tests {
         }
         let err = "docker".parse::<RuntimeName>().err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("bwrap, tart, lima, apple-container, local")));
+    }
+
+    #[test]
+    fn terminals_are_chosen_among_the_runtimes_that_open_them() {
+        let with: Vec<RuntimeName> = RuntimeName::ALL
+            .into_iter()
+            .filter(|r| r.isolates() && r.has_terminals())
+            .collect();
+        assert!(!with.contains(&RuntimeName::AppleContainer));
+        assert!(with.contains(&RuntimeName::Tart) && with.contains(&RuntimeName::Lima));
+        assert_eq!(
+            with.first(),
+            Some(if cfg!(target_os = "macos") {
+                &RuntimeName::Tart
+            } else {
+                &RuntimeName::Bwrap
+            })
+        );
     }
 
     #[test]

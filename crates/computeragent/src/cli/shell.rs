@@ -373,7 +373,7 @@ async fn session(
     }
     let runtime = match args.sandbox.runtime(user) {
         Some(runtime) => runtime,
-        None => computeragent::runtime::select(config).await?,
+        None => computeragent::runtime::select_for_terminals(config).await?,
     };
     let mut spec = computeragent::BootSpec::new("shell")
         .network(args.sandbox.network(user))
