@@ -318,6 +318,12 @@ impl Agent {
             .await
     }
 
+    /// What opens terminals in the agent's sandbox, usable apart from the agent (while a turn
+    /// holds it, say); `None` on runtimes without terminals.
+    pub fn terminal_host(&self) -> Option<std::sync::Arc<dyn substrate_core::TerminalHost>> {
+        self.harness.as_ref().and_then(BootedHarness::terminal_host)
+    }
+
     /// A client of the agent's harness (for file routes from elsewhere while it runs).
     pub fn harness_client(&self) -> Result<HarnessClient> {
         self.client().cloned()

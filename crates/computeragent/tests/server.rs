@@ -548,6 +548,51 @@ async fn warm_sandboxes_chat_snapshot_restore_and_expire() {
         .await
         .unwrap();
     assert_eq!(out.text().await.unwrap(), "warm\ndone\n");
+    // The terminal route answers in the API's terms before any upgrade.
+    let (status, code) = error_code(
+        h.get("/v1/sandboxes/sbx_nope/terminal")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "NOT_FOUND"));
+    let (status, code) = error_code(
+        h.get(&format!("/v1/sandboxes/{id}/terminal?command=sh"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION"));
+    let (status, code) = error_code(
+        h.get(&format!("/v1/sandboxes/{id}/terminal"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (426, "UPGRADE_REQUIRED"));
+    // This test's substrate wraps bwrap's boots without their terminals: a real handshake
+    // gets a clear refusal.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "{}/v1/sandboxes/{id}/terminal",
+            h.url.replacen("http://", "ws://", 1)
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 409);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                .into_owned();
+            assert!(body.contains("NO_TERMINALS"), "{body}");
+        }
+        other => panic!("expected a 409, got {other:?}"),
+    }
     let snapshot = h
         .get(&format!("/v1/sandboxes/{id}/snapshot"))
         .send()

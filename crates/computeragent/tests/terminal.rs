@@ -364,7 +364,8 @@ fn lima_sim(config_dir: &std::path::Path) -> (substrate_testkit::guestsim::SimTo
     let tools = SimTools::install(&root.join("bin"), &root.join("lima-home")).unwrap();
     tools.use_npm_mirror().unwrap();
     let hash = substrate_ssh_harness_hash();
-    let name = format!("base-{}", &hash[..12]);
+    // A base of their own: the lima crate's tests build theirs with a setup script.
+    let name = format!("cli-base-{}", &hash[..12]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = tools.store().clone();
@@ -374,7 +375,7 @@ fn lima_sim(config_dir: &std::path::Path) -> (substrate_testkit::guestsim::SimTo
             .unwrap();
         if !tools.store().exists(&name) {
             for old in tools.store().names() {
-                if old.starts_with("base-") {
+                if old.starts_with("cli-base-") {
                     let _lock = tools.store().lock().unwrap();
                     tools.store().delete(&old).unwrap();
                 }
@@ -616,7 +617,17 @@ fn a_shell_into_a_warm_sandbox_of_the_server_leaves_it_running() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_computeragent"))
+    /// Stops the server however the test ends.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Command::new(env!("CARGO_BIN_EXE_computeragent"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .env("COMPUTERAGENT_TOKENS", "into-token")
         .env(
@@ -628,6 +639,7 @@ fn a_shell_into_a_warm_sandbox_of_the_server_leaves_it_running() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let server = Server(server);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -664,6 +676,28 @@ fn a_shell_into_a_warm_sandbox_of_the_server_leaves_it_running() {
         screen.contains("in=sandbox as=agent has=warm brief"),
         "{screen}"
     );
+    // The same through the server's terminal route (any runtime with terminals; no root).
+    t.keys(&["clear", "Enter"]);
+    t.keys(&[
+        &format!(
+            "COMPUTERAGENT_TOKEN=into-token {} shell --into {id} --server {base} -- sh -c \
+             'echo via=$(hostname) rows=$(stty size); exit 4'; echo REMOTE=$?",
+            env!("CARGO_BIN_EXE_computeragent")
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("REMOTE=4");
+    assert!(screen.contains("via=sandbox rows=30 120"), "{screen}");
+    // A wrong token is refused with the server's answer.
+    t.keys(&[
+        &format!(
+            "COMPUTERAGENT_TOKEN=wrong {} shell --into {id} --server {base}; echo BAD=$?",
+            env!("CARGO_BIN_EXE_computeragent")
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("401");
+    assert!(!screen.contains("BAD=0"), "{screen}");
     // The sandbox lives on: its files are still served.
     runtime.block_on(async {
         let tree = http
@@ -674,10 +708,7 @@ fn a_shell_into_a_warm_sandbox_of_the_server_leaves_it_running() {
             .unwrap();
         assert_eq!(tree.status(), 200);
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    drop(server);
 }
 
 #[test]

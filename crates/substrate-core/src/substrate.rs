@@ -187,6 +187,12 @@ impl BootedHarness {
         self
     }
 
+    /// What opens terminals inside this sandbox, if the runtime can (for callers that keep
+    /// it apart from the harness, as a server does while a turn holds the agent).
+    pub fn terminal_host(&self) -> Option<std::sync::Arc<dyn crate::terminal::TerminalHost>> {
+        self.terminals.clone()
+    }
+
     /// Starts `request`'s program on a terminal inside this sandbox, beside the harness, in
     /// the harness's workdir root: a debug shell into a live agent's sandbox. Closing the
     /// terminal ends the program; the sandbox stays until [`BootedHarness::shutdown`].

@@ -5,6 +5,7 @@ mod config;
 mod doctor;
 mod exec;
 mod project;
+mod remote;
 mod render;
 mod run;
 mod shell;

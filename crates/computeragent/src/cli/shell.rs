@@ -30,6 +30,11 @@ pub struct ShellArgs {
     /// its own user, confined as it is. Closing the shell leaves the sandbox running.
     #[arg(long, value_name = "ID", conflicts_with_all = ["project", "no_project", "apply", "no_apply", "patch"])]
     into: Option<String>,
+    /// With --into: the `computeragent serve` that runs the sandbox (its http:// URL; the
+    /// token from COMPUTERAGENT_TOKEN). Without it, a bwrap sandbox on this host is entered
+    /// directly (as root).
+    #[arg(long, value_name = "URL", env = "COMPUTERAGENT_SERVER")]
+    server: Option<String>,
     /// The program (default: a login shell).
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -139,10 +144,10 @@ fn restore() {
 }
 
 /// Raw mode on stdin's terminal until dropped.
-struct RawMode;
+pub(crate) struct RawMode;
 
 impl RawMode {
-    fn enter() -> computeragent::Result<Self> {
+    pub(crate) fn enter() -> computeragent::Result<Self> {
         let original = tcgetattr(std::io::stdin())
             .map_err(|e| computeragent::Error::io("read the terminal's settings", e.into()))?;
         let mut raw = original.clone();
@@ -292,6 +297,7 @@ pub async fn claude(
         sandbox: args.sandbox.clone(),
         project: args.project.clone(),
         into: None,
+        server: None,
         command: argv,
     };
     let mut extra: Vec<(String, String)> = vec![
@@ -318,9 +324,12 @@ pub async fn run(
     config: &RuntimeConfig,
     user: &crate::config::UserConfig,
 ) -> computeragent::Result<ExitCode> {
-    match args.into.clone() {
-        Some(id) => enter(args, &id, config, user).await,
-        None => session(args, config, user, Vec::new()).await,
+    match (args.into.clone(), args.server.clone()) {
+        (Some(id), Some(server)) => {
+            crate::remote::shell_into(&server, &id, args.command.clone()).await
+        }
+        (Some(id), None) => enter(args, &id, config, user).await,
+        (None, _) => session(args, config, user, Vec::new()).await,
     }
 }
 

@@ -14,7 +14,9 @@
 //!   `exit` `{code, reason, success}`: one command in a fresh sandbox, no harness.
 //! - `POST /v1/sandboxes`, `GET /v1/sandboxes`, `DELETE /v1/sandboxes/{id}`,
 //!   `POST /v1/sandboxes/{id}/chat` (SSE), `GET …/files?path=`, `GET …/tree`,
-//!   `GET …/snapshot` (tar.gz of the workdir), `POST …/restore` (a snapshot's tar.gz).
+//!   `GET …/snapshot` (tar.gz of the workdir), `POST …/restore` (a snapshot's tar.gz),
+//!   `GET …/terminal` (WebSocket: a program on a terminal inside the sandbox; see
+//!   `terminal.rs`).
 
 mod auth;
 mod config;
@@ -23,6 +25,7 @@ mod exec;
 mod runs;
 mod sandboxes;
 mod stream;
+mod terminal;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -224,6 +227,7 @@ impl Server {
             .route("/v1/sandboxes/{id}/chat", post(sandboxes::chat))
             .route("/v1/sandboxes/{id}/files", get(sandboxes::file))
             .route("/v1/sandboxes/{id}/tree", get(sandboxes::tree))
+            .route("/v1/sandboxes/{id}/terminal", get(terminal::terminal))
             .route("/v1/sandboxes/{id}/snapshot", get(sandboxes::snapshot))
             .route("/v1/sandboxes/{id}/restore", post(sandboxes::restore))
             .layer(axum::middleware::from_fn_with_state(

@@ -54,13 +54,15 @@ pub struct ChatRequest {
 pub(crate) struct Sandbox {
     id: String,
     group: String,
-    runtime: Option<String>,
+    pub(crate) runtime: Option<String>,
     created: Instant,
     idle_ttl: Duration,
     ttl: Duration,
     last_used: std::sync::Mutex<Instant>,
     client: HarnessClient,
     session: String,
+    /// Opens terminals in the sandbox without the agent's lock (a debug shell during a turn).
+    pub(crate) terminals: Option<Arc<dyn substrate_core::TerminalHost>>,
     /// The agent; locked for the length of a turn (by a task that outlives the handler).
     agent: Arc<tokio::sync::Mutex<Option<Agent>>>,
     _slot: OwnedSemaphorePermit,
@@ -84,7 +86,7 @@ impl Sandbox {
         })
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         if let Ok(mut t) = self.last_used.lock() {
             *t = Instant::now();
         }
@@ -116,7 +118,7 @@ fn poisoned() -> ApiError {
     )
 }
 
-fn find(state: &AppState, id: &str) -> Result<Arc<Sandbox>, ApiError> {
+pub(crate) fn find(state: &AppState, id: &str) -> Result<Arc<Sandbox>, ApiError> {
     state
         .sandboxes
         .lock()
@@ -189,6 +191,7 @@ pub(crate) async fn create(
         last_used: std::sync::Mutex::new(Instant::now()),
         client,
         session,
+        terminals: agent.terminal_host(),
         agent: Arc::new(tokio::sync::Mutex::new(Some(agent))),
         _slot: slot,
     });
