@@ -1,9 +1,11 @@
 //! What an agent changed in a copy of a project, and bringing it back safely.
 //!
-//! A project is copied into the sandbox ([`copy_in`]), with a [`Snapshot`] of it taken as the
-//! baseline. When the agent is done, the sandbox's tree is snapshotted too; [`ChangeSet`]
-//! lists what differs (added, modified, deleted, renamed, mode changes), renders it as a
-//! unified diff (git's format, binaries summarized), and applies it to the project:
+//! A project is copied into the sandbox ([`copy_project`]), with a [`Snapshot`] of it taken as
+//! the baseline, and one of the copy as written. When the agent is done, the sandbox's tree is
+//! rescanned against the latter ([`Snapshot::rescan`]: like `git status`, only files whose
+//! stat data changed are read); [`ChangeSet`] lists what differs (added, modified, deleted,
+//! renamed, mode changes), renders it as a unified diff (git's format, binaries summarized),
+//! and applies it to the project:
 //!
 //! - per file, only when the project's file is still what it was at copy-in (else a conflict
 //!   is reported and the file is left alone);
@@ -18,13 +20,14 @@ mod apply;
 mod copy;
 mod diff;
 mod snapshot;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use apply::{ApplyReport, Conflict};
-pub use copy::{CopyReport, copy_in};
-pub use snapshot::{Node, Options, Skipped, Snapshot};
+pub use copy::{CopiedProject, CopyReport, copy_in, copy_project};
+pub use snapshot::{Node, Options, ScanStats, Skipped, Snapshot};
 
 /// Errors of scanning, diffing and applying.
 #[derive(Debug, thiserror::Error)]
@@ -161,16 +164,39 @@ impl ChangeSet {
         let mut added = Vec::new();
         let mut deleted = Vec::new();
         let mut changes = Vec::new();
-        for (path, old) in &base.nodes {
-            match new.nodes.get(path) {
-                None => deleted.push((path.clone(), old.clone())),
-                Some(now) if !old.same_content(now) => changes.push(Change::Modified {
-                    path: path.clone(),
-                    old: old.clone(),
-                    new: now.clone(),
-                }),
-                Some(now) => {
-                    if let (Some(a), Some(b)) = (old.mode(), now.mode())
+        // Both maps are sorted by path: one pass over the two, no lookups.
+        let mut old_nodes = base.nodes.iter().peekable();
+        let mut new_nodes = new.nodes.iter().peekable();
+        loop {
+            let order = match (old_nodes.peek(), new_nodes.peek()) {
+                (Some((a, _)), Some((b, _))) => a.cmp(b),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => break,
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    if let Some((path, old)) = old_nodes.next() {
+                        deleted.push((path.clone(), old.clone()));
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    if let Some((path, node)) = new_nodes.next() {
+                        added.push((path.clone(), node.clone()));
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    let (Some((path, old)), Some((_, now))) = (old_nodes.next(), new_nodes.next())
+                    else {
+                        break;
+                    };
+                    if !old.same_content(now) {
+                        changes.push(Change::Modified {
+                            path: path.clone(),
+                            old: old.clone(),
+                            new: now.clone(),
+                        });
+                    } else if let (Some(a), Some(b)) = (old.mode(), now.mode())
                         && a != b
                     {
                         changes.push(Change::ModeChanged {
@@ -182,25 +208,25 @@ impl ChangeSet {
                 }
             }
         }
-        for (path, node) in &new.nodes {
-            if !base.nodes.contains_key(path) {
-                added.push((path.clone(), node.clone()));
+        // Renames: a deleted file whose content reappears as an added file (the first such,
+        // by path, not already taken).
+        let mut by_content: std::collections::HashMap<[u8; 32], std::collections::VecDeque<usize>> =
+            std::collections::HashMap::new();
+        for (i, (_, node)) in added.iter().enumerate() {
+            if let Node::File { digest, .. } = node {
+                by_content.entry(*digest).or_default().push_back(i);
             }
         }
-        // Renames: a deleted file whose content reappears as an added file.
-        let mut renamed_to = std::collections::BTreeSet::new();
+        let mut renamed_to = vec![false; added.len()];
         let mut still_deleted = Vec::new();
         for (from, old) in deleted {
-            let target = matches!(old, Node::File { .. })
-                .then(|| {
-                    added
-                        .iter()
-                        .find(|(to, node)| !renamed_to.contains(to) && old.same_content(node))
-                })
-                .flatten();
-            match target {
-                Some((to, new)) => {
-                    renamed_to.insert(to.clone());
+            let target = match &old {
+                Node::File { digest, .. } => by_content.get_mut(digest).and_then(|q| q.pop_front()),
+                _ => None,
+            };
+            match target.and_then(|i| Some((i, added.get(i)?))) {
+                Some((i, (to, new))) => {
+                    renamed_to[i] = true;
                     changes.push(Change::Renamed {
                         from,
                         to: to.clone(),
@@ -211,8 +237,8 @@ impl ChangeSet {
                 None => still_deleted.push((from, old)),
             }
         }
-        for (path, node) in added {
-            if !renamed_to.contains(&path) {
+        for ((path, node), renamed) in added.into_iter().zip(renamed_to) {
+            if !renamed {
                 changes.push(Change::Added { path, node });
             }
         }

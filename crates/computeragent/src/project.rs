@@ -17,7 +17,7 @@ use substrate_core::{Error, HarnessClient, Result};
 #[derive(Debug)]
 pub struct ProjectCopy {
     baseline: Snapshot,
-    staging: PathBuf,
+    staging: ScratchDir,
 }
 
 fn change_error(e: changeset::Error) -> Error {
@@ -66,12 +66,9 @@ impl ProjectCopy {
         let project = project
             .canonicalize()
             .map_err(|e| Error::io(format!("open the project {}", project.display()), e))?;
-        let staging = scratch("project")?;
+        let staging = ScratchDir::new("project")?;
         let (mut baseline, _) =
-            changeset::copy_in(&project, &staging, options, |_| {}).map_err(|e| {
-                let _ = std::fs::remove_dir_all(&staging);
-                change_error(e)
-            })?;
+            changeset::copy_in(&project, staging.path(), options, |_| {}).map_err(change_error)?;
         let links: Vec<String> = baseline
             .nodes
             .iter()
@@ -101,7 +98,7 @@ impl ProjectCopy {
             match node {
                 Node::Dir { .. } => client.mkdir(session, path, true).await?,
                 Node::File { mode, .. } => {
-                    let content = tokio::fs::read(self.staging.join(path))
+                    let content = tokio::fs::read(self.staging.path().join(path))
                         .await
                         .map_err(|e| Error::io(format!("read the copy of {path}"), e))?;
                     client
@@ -149,11 +146,5 @@ impl ProjectCopy {
         }
         let now = Snapshot::scan(&fetched.0, &Options::default()).map_err(change_error)?;
         Ok((ChangeSet::between(&self.baseline, &now), fetched))
-    }
-}
-
-impl Drop for ProjectCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
     }
 }

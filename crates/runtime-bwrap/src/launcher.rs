@@ -1015,9 +1015,35 @@ impl JailProcess {
     }
 }
 
-/// Copies the tree `from` into the workdir before the command starts, owned by the sandbox's
-/// uid (symlinks as they are, special files left out).
-fn seed_workdir(from: &Path, workdir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+/// Puts the seed's tree into the workdir before the command starts, owned by the sandbox's
+/// uid (symlinks as they are, special files left out): a handed-over seed's entries are
+/// moved when they are on the workdir's filesystem, the rest copied.
+fn seed_workdir(seed: crate::Seed<'_>, workdir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
+    let (from, moved) = match seed {
+        crate::Seed::Copy(from) => (from, false),
+        crate::Seed::Move(from) => (from, true),
+    };
+    for entry in std::fs::read_dir(from).map_err(|e| io("read", from, e))? {
+        let entry = entry.map_err(|e| io("read", from, e))?;
+        let (source, target) = (entry.path(), workdir.join(entry.file_name()));
+        if moved {
+            match std::fs::rename(&source, &target) {
+                Ok(()) => {
+                    settle_moved(&target, owner)?;
+                    continue;
+                }
+                Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {}
+                Err(e) => return Err(io("move", &source, e)),
+            }
+        }
+        copy_entry(&source, &target, owner)?;
+    }
+    Ok(())
+}
+
+/// Copies one entry of a seed (a whole tree for a directory), owned by `owner`.
+fn copy_entry(source: &Path, target: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
     let chown = |p: &Path| -> Result<()> {
         if let Some((uid, gid)) = owner {
@@ -1025,29 +1051,56 @@ fn seed_workdir(from: &Path, workdir: &Path, owner: Option<(u32, u32)>) -> Resul
         }
         Ok(())
     };
-    let mut stack = vec![(from.to_path_buf(), workdir.to_path_buf())];
-    while let Some((src, dst)) = stack.pop() {
-        for entry in std::fs::read_dir(&src).map_err(|e| io("read", &src, e))? {
-            let entry = entry.map_err(|e| io("read", &src, e))?;
-            let (source, target) = (entry.path(), dst.join(entry.file_name()));
-            let kind = entry.file_type().map_err(|e| io("inspect", &source, e))?;
-            if kind.is_dir() {
-                std::fs::create_dir(&target).map_err(|e| io("create", &target, e))?;
-                let mode = std::fs::metadata(&source)
-                    .map_err(|e| io("inspect", &source, e))?
-                    .permissions()
-                    .mode();
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o777))
-                    .map_err(|e| io("chmod", &target, e))?;
-                chown(&target)?;
-                stack.push((source, target));
-            } else if kind.is_symlink() {
-                let link = std::fs::read_link(&source).map_err(|e| io("read link", &source, e))?;
-                std::os::unix::fs::symlink(link, &target).map_err(|e| io("create", &target, e))?;
-                chown(&target)?;
-            } else if kind.is_file() {
-                std::fs::copy(&source, &target).map_err(|e| io("copy", &source, e))?;
-                chown(&target)?;
+    let mut stack = vec![(source.to_path_buf(), target.to_path_buf())];
+    while let Some((source, target)) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&source).map_err(|e| io("inspect", &source, e))?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&target).map_err(|e| io("create", &target, e))?;
+            std::fs::set_permissions(
+                &target,
+                std::fs::Permissions::from_mode(meta.permissions().mode() & 0o777),
+            )
+            .map_err(|e| io("chmod", &target, e))?;
+            chown(&target)?;
+            for entry in std::fs::read_dir(&source).map_err(|e| io("read", &source, e))? {
+                let entry = entry.map_err(|e| io("read", &source, e))?;
+                stack.push((entry.path(), target.join(entry.file_name())));
+            }
+        } else if kind.is_symlink() {
+            let link = std::fs::read_link(&source).map_err(|e| io("read link", &source, e))?;
+            std::os::unix::fs::symlink(link, &target).map_err(|e| io("create", &target, e))?;
+            chown(&target)?;
+        } else if kind.is_file() {
+            std::fs::copy(&source, &target).map_err(|e| io("copy", &source, e))?;
+            chown(&target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes a moved tree what a copy would have been: special files removed (a copy leaves them
+/// out), the rest handed to the sandbox's uid when it has one (never following a symlink).
+fn settle_moved(root: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io("inspect", &path, e))?;
+        let kind = meta.file_type();
+        if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
+            std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+            continue;
+        }
+        if let Some((uid, gid)) = owner
+            && (meta.uid(), meta.gid()) != (uid, gid)
+        {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                .map_err(|e| io("chown", &path, e))?;
+        }
+        if kind.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(|e| io("read", &path, e))? {
+                stack.push(entry.map_err(|e| io("read", &path, e))?.path());
             }
         }
     }
@@ -1080,7 +1133,7 @@ pub(crate) async fn spawn(
     spec: &BootSpec,
     argv: Vec<OsString>,
     tty: Option<OwnedFd>,
-    seed: Option<&Path>,
+    seed: Option<crate::Seed<'_>>,
 ) -> Result<JailProcess> {
     if argv.is_empty() {
         return Err(Error::invalid("exec", "no command given"));

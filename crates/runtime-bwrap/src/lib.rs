@@ -214,14 +214,14 @@ impl BwrapSubstrate {
     /// and its controlling terminal (`setsid --ctty`), so that Ctrl-C, Ctrl-Z and window
     /// sizes reach it through the PTY. The jail keeps its own session (bwrap
     /// `--new-session`) and `TIOCSTI` stays refused. With `seed`, that directory's tree is
-    /// copied into the workdir (owned by the sandbox) before the command starts.
+    /// put into the workdir (owned by the sandbox) before the command starts.
     #[cfg(target_os = "linux")]
     pub async fn spawn_terminal<I, S>(
         &self,
         spec: &BootSpec,
         argv: I,
         tty: std::os::fd::OwnedFd,
-        seed: Option<&std::path::Path>,
+        seed: Option<Seed<'_>>,
     ) -> Result<JailProcess>
     where
         I: IntoIterator<Item = S>,
@@ -312,4 +312,14 @@ impl Substrate for BwrapSubstrate {
             })
         }
     }
+}
+
+/// A host directory whose tree a sandbox's workdir starts with.
+#[derive(Debug, Clone, Copy)]
+pub enum Seed<'a> {
+    /// Copied; the directory is left as it is.
+    Copy(&'a std::path::Path),
+    /// Handed over: its entries are moved into the workdir when both are on one filesystem
+    /// (nothing is copied, and files keep their inodes), else copied.
+    Move(&'a std::path::Path),
 }

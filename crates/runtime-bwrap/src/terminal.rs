@@ -269,7 +269,18 @@ pub(crate) async fn open(
         );
     let (main, replica) = open_pty(request.size)?;
     let process = sub
-        .spawn_terminal(&spec, request.argv, replica, request.seed.as_deref())
+        .spawn_terminal(
+            &spec,
+            request.argv,
+            replica,
+            request.seed.as_deref().map(|dir| {
+                if request.move_seed {
+                    crate::Seed::Move(dir)
+                } else {
+                    crate::Seed::Copy(dir)
+                }
+            }),
+        )
         .await?;
     let (output, input, resizer) = streams(main)?;
     Ok(Terminal::new(

@@ -407,3 +407,96 @@ async fn a_terminal_inside_a_running_sandbox_is_as_confined_as_the_sandbox_and_l
     harness.shutdown().await.unwrap();
     assert_eq!(leftovers(base.path()), Vec::<PathBuf>::new());
 }
+
+/// Runs `sh -c program` on a terminal with `request`'s seed; returns its output and the
+/// workdir on the host (kept until the terminal is closed, which the caller does).
+async fn run_seeded(
+    substrate: &BwrapSubstrate,
+    request: substrate_core::TerminalRequest,
+) -> (String, PathBuf, substrate_core::Terminal) {
+    use tokio::io::AsyncReadExt;
+    let mut terminal = substrate
+        .open_terminal(&BootSpec::new("seeded"), request)
+        .await
+        .unwrap();
+    let mut output = terminal.take_output().unwrap();
+    let _input = terminal.take_input().unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), terminal.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), output.read_to_string(&mut text)).await;
+    assert_eq!(end.code, Some(0), "{text}");
+    let workdir = terminal
+        .workdir_on_host(Path::new("/nonexistent"))
+        .await
+        .unwrap();
+    (text, workdir, terminal)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_seed_is_moved_into_the_workdir_and_a_copied_one_stays() {
+    use std::os::unix::fs::MetadataExt;
+    let (substrate, base) = isolated();
+    let scratch = tempfile::tempdir().unwrap();
+    let make_seed = |name: &str| {
+        let seed = scratch.path().join(name);
+        std::fs::create_dir_all(seed.join("src")).unwrap();
+        std::fs::write(seed.join("src/lib.rs"), "fn seeded() {}\n").unwrap();
+        std::fs::write(seed.join("top.txt"), "top\n").unwrap();
+        std::os::unix::fs::symlink("top.txt", seed.join("link")).unwrap();
+        nix::unistd::mkfifo(&seed.join("src/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        seed
+    };
+    let program = "cat src/lib.rs; readlink link; test -e src/pipe && echo has-pipe; \
+                   echo \"owner $(id -u) $(stat -c %u src/lib.rs) $(stat -c %u src)\"";
+
+    // Handed over: the same inodes end up in the workdir, owned by the sandbox's user, the
+    // FIFO left out as a copy would, and the seed emptied.
+    let seed = make_seed("moved");
+    let inode = std::fs::metadata(seed.join("src/lib.rs")).unwrap().ino();
+    let (text, workdir, terminal) = run_seeded(
+        &substrate,
+        substrate_core::TerminalRequest::new(["sh", "-c", program]).seed_moved(&seed),
+    )
+    .await;
+    assert!(text.contains("fn seeded() {}"), "{text}");
+    assert!(text.contains("top.txt"), "{text}");
+    assert!(!text.contains("has-pipe"), "a FIFO reached the sandbox: {text}");
+    let owner = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("owner "))
+        .unwrap_or_else(|| panic!("no owner line: {text}"))
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert!(
+        owner.len() == 3 && owner[0] == owner[1] && owner[0] == owner[2],
+        "the seed is not the sandbox user's: {owner:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(workdir.join("src/lib.rs")).unwrap().ino(),
+        inode,
+        "the file was copied, not moved"
+    );
+    assert_eq!(std::fs::read_dir(&seed).unwrap().count(), 0);
+    terminal.close().await.unwrap();
+
+    // Copied: the seed stays as it was, and the workdir holds copies.
+    let seed = make_seed("copied");
+    let inode = std::fs::metadata(seed.join("src/lib.rs")).unwrap().ino();
+    let (text, workdir, terminal) = run_seeded(
+        &substrate,
+        substrate_core::TerminalRequest::new(["sh", "-c", program]).seed(&seed),
+    )
+    .await;
+    assert!(text.contains("fn seeded() {}"), "{text}");
+    assert!(!text.contains("has-pipe"), "a FIFO reached the sandbox: {text}");
+    assert_ne!(
+        std::fs::metadata(workdir.join("src/lib.rs")).unwrap().ino(),
+        inode
+    );
+    assert!(seed.join("src/lib.rs").exists() && seed.join("src/pipe").exists());
+    terminal.close().await.unwrap();
+    assert_eq!(leftovers(base.path()), Vec::<PathBuf>::new());
+}

@@ -46,8 +46,13 @@ pub struct TerminalRequest {
     pub size: TerminalSize,
     /// The terminal type the program sees (`TERM`).
     pub term: String,
-    /// A host directory whose tree is copied into the workdir before the program starts.
+    /// A host directory whose tree is put into the workdir before the program starts.
     pub seed: Option<PathBuf>,
+    /// Whether the seed is handed over: the runtime may then move its entries into the
+    /// workdir instead of copying them (a local runtime on the same filesystem does), so a
+    /// large project is copied once, and its files keep the inodes a change set's rescan
+    /// knows them by. The caller must not count on the directory's content afterwards.
+    pub move_seed: bool,
 }
 
 impl TerminalRequest {
@@ -62,6 +67,7 @@ impl TerminalRequest {
             size: TerminalSize::default(),
             term: "xterm-256color".into(),
             seed: None,
+            move_seed: false,
         }
     }
 
@@ -80,6 +86,15 @@ impl TerminalRequest {
     /// The directory copied into the workdir first.
     pub fn seed(mut self, dir: impl Into<PathBuf>) -> Self {
         self.seed = Some(dir.into());
+        self.move_seed = false;
+        self
+    }
+
+    /// The directory handed over to the workdir: its entries are moved there where the
+    /// runtime can (else copied), and it is left empty or as it was.
+    pub fn seed_moved(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.seed = Some(dir.into());
+        self.move_seed = true;
         self
     }
 

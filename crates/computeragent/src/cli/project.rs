@@ -18,11 +18,13 @@ pub struct Review {
     pub patch: Option<PathBuf>,
 }
 
-/// The project copied aside, and its baseline.
+/// The project copied aside, its baseline, and the snapshot of the copy that makes the review
+/// read only what the session changed.
 #[derive(Debug)]
 pub struct Staged {
     baseline: Snapshot,
-    staging: PathBuf,
+    copy: Snapshot,
+    staging: computeragent::project::ScratchDir,
 }
 
 fn error(e: changeset::Error) -> computeragent::Error {
@@ -30,18 +32,14 @@ fn error(e: changeset::Error) -> computeragent::Error {
 }
 
 impl Staged {
-    /// Copies `dir` aside (progress on stderr for large trees).
+    /// Copies `dir` aside into a private directory (progress on stderr for large trees).
     pub fn stage(dir: &Path) -> computeragent::Result<Self> {
         let project = dir.canonicalize().map_err(|e| {
             computeragent::Error::io(format!("open the project {}", dir.display()), e)
         })?;
-        let token = substrate_core::Secret::random_token()?;
-        let staging = std::env::temp_dir().join(format!(
-            "computeragent-project-{}",
-            token.expose().chars().take(12).collect::<String>()
-        ));
+        let staging = computeragent::project::ScratchDir::new("project")?;
         let mut shown = false;
-        let (baseline, report) = changeset::copy_in(&project, &staging, &Options::default(), |r| {
+        let copied = changeset::copy_project(&project, staging.path(), &Options::default(), |r| {
             if r.files >= 10_000 && r.files % 10_000 < 256 {
                 eprint!(
                     "\rcopying {}: {} files, {} MiB",
@@ -52,25 +50,33 @@ impl Staged {
                 shown = true;
             }
         })
-        .map_err(|e| {
-            let _ = std::fs::remove_dir_all(&staging);
-            error(e)
-        })?;
+        .map_err(error)?;
         if shown {
             eprintln!();
         }
-        tracing::debug!(files = report.files, bytes = report.bytes, "project copied");
-        Ok(Self { baseline, staging })
+        tracing::debug!(
+            files = copied.report.files,
+            bytes = copied.report.bytes,
+            "project copied"
+        );
+        Ok(Self {
+            baseline: copied.baseline,
+            copy: copied.workdir_snapshot,
+            staging,
+        })
     }
 
-    /// The copy (the sandbox's workdir is seeded from it).
+    /// The copy, handed over to the sandbox's workdir (a local runtime moves its files there,
+    /// so they keep the inodes the review's rescan knows).
     pub fn staging(&self) -> &Path {
-        &self.staging
+        self.staging.path()
     }
 
     /// Shows what changed in `workdir`, writes the patch, and applies on approval.
     pub fn review(&self, workdir: &Path, review: &Review) -> computeragent::Result<()> {
-        let mut now = Snapshot::scan(workdir, &Options::default()).map_err(error)?;
+        // Only what changed since the copy is read (like `git status`); a workdir fetched
+        // from a VM has other inodes and is read whole.
+        let mut now = Snapshot::rescan(workdir, &Options::default(), &self.copy).map_err(error)?;
         let forgotten = forget_script_output(workdir, &self.baseline, &mut now);
         if forgotten > 0 {
             eprintln!(
@@ -206,10 +212,4 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(digest)
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
-    }
 }

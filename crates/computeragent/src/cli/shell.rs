@@ -453,7 +453,7 @@ async fn session(
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
     let mut request = TerminalRequest::new(argv).size(size).term(term);
     if let Some(project) = &project {
-        request = request.seed(project.staging());
+        request = request.seed_moved(project.staging());
     }
     let mut terminal = computeragent::terminal::open(runtime, config, &spec, request).await?;
     let raw = RawMode::enter()?;
