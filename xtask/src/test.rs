@@ -53,6 +53,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "the tests",
         )?;
     }
+    // The CLI on the tart simulator: the facade built with the tart runtime on this OS.
+    cargo(
+        &[
+            "test",
+            "-p",
+            "computeragent",
+            "--features",
+            "tart-on-any-os",
+            "--test",
+            "terminal",
+            "--",
+            "tart",
+        ],
+        "the CLI's tests on the tart simulator",
+    )?;
     cargo(&["test", "--workspace", "--doc"], "the doc tests")?;
     crate::features::run()?;
     if lint {
@@ -70,6 +85,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 "warnings",
             ],
             "clippy",
+        )?;
+        cargo(
+            &[
+                "clippy",
+                "-p",
+                "computeragent",
+                "--features",
+                "tart-on-any-os",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            "clippy on the facade with the tart runtime",
         )?;
     }
     eprintln!("all checks passed in {}", root.display());

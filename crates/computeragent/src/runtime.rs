@@ -125,6 +125,21 @@ pub struct ProjectMount {
     pub writable: bool,
 }
 
+/// The name a mounted project is shared into a Tart VM under.
+#[cfg(tart_runtime)]
+const TART_PROJECT_SHARE: &str = "project";
+
+impl ProjectMount {
+    /// Where the project appears inside a sandbox of `runtime`: at its own path, except in a
+    /// Tart VM, whose shared directories appear under the guest's virtiofs mount.
+    pub fn path_inside(&self, runtime: RuntimeName) -> PathBuf {
+        match runtime {
+            RuntimeName::Tart => PathBuf::from("/mnt/shared/project"),
+            _ => self.path.clone(),
+        }
+    }
+}
+
 impl RuntimeConfig {
     fn stage_dir(&self) -> PathBuf {
         self.stage_dir
@@ -132,7 +147,7 @@ impl RuntimeConfig {
             .unwrap_or_else(crate::stage::default_stage_dir)
     }
 
-    #[cfg(all(feature = "tart", target_os = "macos"))]
+    #[cfg(tart_runtime)]
     fn tart_image(&self) -> String {
         self.tart_image
             .clone()
@@ -232,12 +247,16 @@ pub async fn open(runtime: RuntimeName, config: &RuntimeConfig) -> Result<Arc<dy
                 .into(),
         });
     }
-    if config.project_mount.is_some() && !matches!(runtime, RuntimeName::Bwrap | RuntimeName::Lima)
+    if config.project_mount.is_some()
+        && !matches!(
+            runtime,
+            RuntimeName::Bwrap | RuntimeName::Lima | RuntimeName::Tart
+        )
     {
         return Err(Error::Unsupported {
             what: format!("a mounted project (rw or ro) on the {runtime} runtime"),
-            reason: "projects are mounted into bwrap and lima sandboxes; use the copy mode \
-                     (the default) here"
+            reason: "projects are mounted into bwrap, lima and tart sandboxes; use the copy \
+                     mode (the default) here"
                 .into(),
         });
     }
@@ -299,7 +318,7 @@ fn gc_bwrap() -> std::result::Result<Vec<String>, String> {
     Ok(Vec::new())
 }
 
-#[cfg(all(feature = "tart", target_os = "macos"))]
+#[cfg(tart_runtime)]
 async fn gc_tart(config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
     runtime_tart::TartSubstrate::new(config.tart_image())
         .reap_leftovers()
@@ -308,7 +327,7 @@ async fn gc_tart(config: &RuntimeConfig) -> std::result::Result<Vec<String>, Str
         .map_err(|e| e.to_string())
 }
 
-#[cfg(not(all(feature = "tart", target_os = "macos")))]
+#[cfg(not(tart_runtime))]
 async fn gc_tart(_config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
     Ok(Vec::new())
 }
@@ -356,7 +375,7 @@ pub async fn prepare(runtime: RuntimeName, from: &str, config: &RuntimeConfig) -
     }
 }
 
-#[cfg(all(feature = "tart", target_os = "macos"))]
+#[cfg(tart_runtime)]
 async fn prepare_tart(from: &str, config: &RuntimeConfig) -> Result<String> {
     let name = config.tart_image();
     runtime_tart::TartSubstrate::new(from)
@@ -365,7 +384,7 @@ async fn prepare_tart(from: &str, config: &RuntimeConfig) -> Result<String> {
     Ok(name)
 }
 
-#[cfg(not(all(feature = "tart", target_os = "macos")))]
+#[cfg(not(tart_runtime))]
 async fn prepare_tart(_from: &str, _config: &RuntimeConfig) -> Result<String> {
     Err(not_here(
         RuntimeName::Tart,
@@ -509,7 +528,7 @@ async fn open_bwrap(_config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
     ))
 }
 
-#[cfg(all(feature = "tart", target_os = "macos"))]
+#[cfg(tart_runtime)]
 async fn check_tart(config: &RuntimeConfig) -> std::result::Result<String, String> {
     let version = tool_output("tart", &["--version"])
         .await
@@ -529,7 +548,7 @@ async fn check_tart(config: &RuntimeConfig) -> std::result::Result<String, Strin
     Ok(format!("tart {}, image {image}", version.trim()))
 }
 
-#[cfg(not(all(feature = "tart", target_os = "macos")))]
+#[cfg(not(tart_runtime))]
 async fn check_tart(_config: &RuntimeConfig) -> std::result::Result<String, String> {
     Err(if cfg!(target_os = "macos") {
         "not compiled in (enable the `tart` feature)".into()
@@ -538,14 +557,22 @@ async fn check_tart(_config: &RuntimeConfig) -> std::result::Result<String, Stri
     })
 }
 
-#[cfg(all(feature = "tart", target_os = "macos"))]
+#[cfg(tart_runtime)]
 fn open_tart(config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
-    Ok(Arc::new(runtime_tart::TartSubstrate::new(
-        config.tart_image(),
-    )))
+    let mut substrate = runtime_tart::TartSubstrate::new(config.tart_image());
+    if let Some(project) = &config.project_mount {
+        let share = runtime_tart::SharedDir {
+            name: TART_PROJECT_SHARE.into(),
+            path: project.path.clone(),
+            read_only: !project.writable,
+        };
+        debug_assert_eq!(share.guest_path(), project.path_inside(RuntimeName::Tart));
+        substrate = substrate.share(share);
+    }
+    Ok(Arc::new(substrate))
 }
 
-#[cfg(not(all(feature = "tart", target_os = "macos")))]
+#[cfg(not(tart_runtime))]
 fn open_tart(_config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
     Err(not_here(
         RuntimeName::Tart,

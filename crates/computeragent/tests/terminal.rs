@@ -430,7 +430,7 @@ fn use_lima_sim(
     ]);
 }
 
-#[cfg(feature = "lima")]
+#[cfg(any(feature = "lima", feature = "tart-on-any-os"))]
 fn substrate_ssh_harness_hash() -> String {
     substrate_ssh::guest::harness_dir()
         .rsplit('/')
@@ -816,4 +816,215 @@ fn claude_codes_file_lands_in_the_project_from_a_lima_vm() {
         answer.contains("Written by the agent in its sandbox"),
         "{answer}"
     );
+}
+
+/// The `tart` simulator with its vanilla image, the prepared image of this build (built once
+/// per store by `computeragent prepare --runtime tart`), and a user config naming it. Built
+/// with `--features tart-on-any-os`, which `cargo xtask test` runs these tests with.
+#[cfg(feature = "tart-on-any-os")]
+fn tart_sim(config_dir: &std::path::Path) -> substrate_testkit::guestsim::SimTools {
+    use substrate_testkit::guestsim::SimTools;
+    SimTools::check_host().unwrap();
+    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-sim");
+    let tools = SimTools::install(&root.join("bin"), &root.join("tart-home")).unwrap();
+    tools.ensure_vanilla_image("vanilla").unwrap();
+    // The tart crate's tests prepare the same image the same way, under the same lock.
+    let name = format!("prepared-{}", &substrate_ssh_harness_hash()[..12]);
+    let config = config_dir.join("computeragent.toml");
+    std::fs::write(&config, format!("tart_image = \"{name}\"\n")).unwrap();
+    let lock = tools.store().lock_named("prepare.lock").unwrap();
+    if !tools.store().exists(&name) {
+        for old in tools.store().names() {
+            if old.starts_with("prepared-") {
+                let _lock = tools.store().lock().unwrap();
+                tools.store().delete(&old).unwrap();
+            }
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_computeragent"))
+            .args(["prepare", "--runtime", "tart", "--from", "vanilla"])
+            .env("PATH", tart_path(&tools))
+            .env("TART_HOME", tools.store().root())
+            .env("COMPUTERAGENT_CONFIG", &config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "computeragent prepare --runtime tart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(lock);
+    tools
+}
+
+/// PATH with the simulated `tart` first.
+#[cfg(feature = "tart-on-any-os")]
+fn tart_path(tools: &substrate_testkit::guestsim::SimTools) -> String {
+    format!(
+        "{}:{}",
+        tools.tart().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Points the pane's shell at the tart simulator and the config naming its image.
+#[cfg(feature = "tart-on-any-os")]
+fn use_tart_sim(
+    t: &Tmux,
+    tools: &substrate_testkit::guestsim::SimTools,
+    config_dir: &std::path::Path,
+) {
+    t.keys(&[
+        &format!(
+            "export TART_HOME={} PATH={} COMPUTERAGENT_CONFIG={}",
+            tools.store().root().display(),
+            tart_path(tools),
+            config_dir.join("computeragent.toml").display()
+        ),
+        "Enter",
+    ]);
+}
+
+/// VMs of this simulator whose owning process is gone (a command that ended left them).
+#[cfg(feature = "tart-on-any-os")]
+fn orphan_tart_vms(tools: &substrate_testkit::guestsim::SimTools) -> Vec<String> {
+    tools
+        .store()
+        .names()
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix("computeragent-")
+                .and_then(|rest| rest.split('-').next())
+                .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
+        })
+        .collect()
+}
+
+#[cfg(feature = "tart-on-any-os")]
+#[test]
+fn claude_codes_file_lands_in_the_project_from_a_tart_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = tart_sim(dir.path());
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("README.md"), "the project\n").unwrap();
+    let t = Tmux::start(140, 40);
+    t.wait_for("outer$");
+    use_tart_sim(&t, &tools, dir.path());
+    // No network for the VM: the model is reached only through the broker's forward.
+    t.keys(&[
+        &format!(
+            "env -u ANTHROPIC_API_KEY {} claude --runtime tart --net none --project {} --apply; \
+             echo EXIT=$?",
+            env!("CARGO_BIN_EXE_computeragent"),
+            project.display()
+        ),
+        "Enter",
+    ]);
+    let screen = ask_claude_and_exit(&t, "EXIT=0");
+    assert!(screen.contains("A answer.md"), "{screen}");
+    let answer = std::fs::read_to_string(project.join("answer.md")).unwrap();
+    assert!(
+        answer.contains("Written by the agent in its sandbox"),
+        "{answer}"
+    );
+    assert!(!project.join(".claude.json").exists());
+    assert_eq!(orphan_tart_vms(&tools), Vec::<String>::new());
+}
+
+#[cfg(feature = "tart-on-any-os")]
+#[test]
+fn a_shell_in_a_tart_vm_behaves_like_a_terminal_on_a_shared_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = tart_sim(dir.path());
+    let project = dir.path().join("app");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("README.md"), "the app\n").unwrap();
+    // The project is the VM user's, as a person's own project is theirs: a share passes the
+    // host's owners through, and the guest's `admin` is uid 1000.
+    let status = Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(&project)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = dir.path().join("before");
+    let after = dir.path().join("after");
+    let bin = env!("CARGO_BIN_EXE_computeragent");
+    let p = project.display();
+    let t = Tmux::start(80, 24);
+    t.wait_for("outer$");
+    use_tart_sim(&t, &tools, dir.path());
+
+    // rw: the project is shared into the VM (`tart run --dir`) and written in place.
+    t.keys(&[
+        &format!(
+            "stty -g > {}; {bin} shell --runtime tart --project {p} --mode rw; echo EXIT=$?; \
+             stty -g > {}",
+            before.display(),
+            after.display()
+        ),
+        "Enter",
+    ]);
+    t.keys(&[
+        "echo who=$(id -un) size=$(stty size) in=$(pwd) has=$(cat README.md)",
+        "Enter",
+    ]);
+    let screen = t.wait_for("who=admin size=24 80 in=/mnt/shared/project has=the app");
+    assert!(screen.contains("READ-WRITE"), "{screen}");
+    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        t.keys(&["echo now=$(stty size)", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        if t.screen().contains("now=30 100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resize never arrived:\n{}",
+            t.screen()
+        );
+    }
+    t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.keys(&["C-c"]);
+    t.keys(&["echo in-place > made.txt; echo still=here", "Enter"]);
+    let screen = t.wait_for("still=here");
+    assert!(!screen.contains("slept-42"), "{screen}");
+    // Written on the host at once, before the session ends.
+    assert_eq!(
+        std::fs::read_to_string(project.join("made.txt")).unwrap(),
+        "in-place\n"
+    );
+    t.keys(&["exit 7", "Enter"]);
+    t.wait_for("EXIT=7");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !after.exists() {
+        assert!(Instant::now() < deadline, "the outer shell never ran stty");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&before).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+        "the terminal's settings changed"
+    );
+
+    // ro: shared read-only, so nothing is written.
+    t.keys(&["clear", "Enter"]);
+    t.keys(&[
+        &format!(
+            "{bin} shell --runtime tart --project {p} --mode ro -- sh -c 'cat README.md; \
+             echo x > ro.txt || echo refused-$((40+2))'; echo RO=$?"
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("RO=0");
+    assert!(
+        screen.contains("the app") && screen.contains("refused-42"),
+        "{screen}"
+    );
+    assert!(!project.join("ro.txt").exists());
+    assert_eq!(orphan_tart_vms(&tools), Vec::<String>::new());
 }

@@ -463,7 +463,10 @@ async fn a_handed_over_seed_is_moved_into_the_workdir_and_a_copied_one_stays() {
     .await;
     assert!(text.contains("fn seeded() {}"), "{text}");
     assert!(text.contains("top.txt"), "{text}");
-    assert!(!text.contains("has-pipe"), "a FIFO reached the sandbox: {text}");
+    assert!(
+        !text.contains("has-pipe"),
+        "a FIFO reached the sandbox: {text}"
+    );
     let owner = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("owner "))
@@ -491,7 +494,10 @@ async fn a_handed_over_seed_is_moved_into_the_workdir_and_a_copied_one_stays() {
     )
     .await;
     assert!(text.contains("fn seeded() {}"), "{text}");
-    assert!(!text.contains("has-pipe"), "a FIFO reached the sandbox: {text}");
+    assert!(
+        !text.contains("has-pipe"),
+        "a FIFO reached the sandbox: {text}"
+    );
     assert_ne!(
         std::fs::metadata(workdir.join("src/lib.rs")).unwrap().ino(),
         inode

@@ -18,6 +18,26 @@ pub struct SharedDir {
     pub read_only: bool,
 }
 
+/// Where a Linux guest mounts Tart's shared directories (the virtiofs tag
+/// `com.apple.virtio-fs.automount`); each share is a directory of it named as the share.
+pub const LINUX_SHARES: &str = "/mnt/shared";
+
+impl SharedDir {
+    /// Where the share appears in a Linux guest.
+    pub fn guest_path(&self) -> PathBuf {
+        PathBuf::from(LINUX_SHARES).join(&self.name)
+    }
+
+    /// Whether the name can be a share's: letters, digits, `-` and `_` (it names a directory
+    /// in the guest and goes into `tart run --dir NAME:PATH`).
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+}
+
 /// How `tart run` networks the VM.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use substrate_ssh::guest::{self, GuestHarness, HostRunDir, HostServices};
 use substrate_ssh::{HostKeyPolicy, SshSession, SshTarget};
 
 use crate::TartSubstrate;
-use crate::argv::TartNet;
+use crate::argv::{SharedDir, TartNet};
 use substrate_ssh::host_cli::{self, Tool, owner_pid, process_alive};
 
 /// `tart` on the host.
@@ -107,6 +107,39 @@ pub(crate) async fn open_terminal(
     }
 }
 
+/// Makes the VM's shared directories appear under [`LINUX_SHARES`](crate::LINUX_SHARES): a
+/// Linux guest mounts Tart's virtiofs tag there (unless the image already does), as root
+/// through `sudo -n`. Part of the `start` phase: the VM is not ready without its shares.
+async fn mount_shares(ssh: &SshSession, spec: &BootSpec, dirs: &[SharedDir]) -> Result<()> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    if let Some(bad) = dirs.iter().find(|d| !SharedDir::valid_name(&d.name)) {
+        return Err(Error::invalid(
+            "tart shared directory",
+            format!(
+                "`{}` is not a share name: use letters, digits, `-` and `_`",
+                bad.name
+            ),
+        ));
+    }
+    let present = dirs
+        .iter()
+        .map(|d| format!("[ -d '{}' ]", d.guest_path().display()))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let root = crate::LINUX_SHARES;
+    let command = format!(
+        "{present} || {{ sudo -n mkdir -p {root} && \
+         sudo -n mount -t virtiofs com.apple.virtio-fs.automount {root} && {present}; }}"
+    );
+    spec.run_phase(BootPhase::Start, |probe| async move {
+        probe.saw(format!("mounting the shared directories under {root}"));
+        ssh.run_checked(&command, b"").await.map(drop)
+    })
+    .await
+}
+
 fn missing_services() -> Error {
     Error::invalid("boot", "the host services were not started")
 }
@@ -165,6 +198,7 @@ impl Vm {
             .await?,
         );
         let ssh = self.start(sub, spec, &sub.image).await?;
+        mount_shares(&ssh, spec, &sub.dirs).await?;
         let installed = guest::ensure_harness(&ssh, spec).await?;
         let services = self.services.as_ref().ok_or_else(missing_services)?;
         let extra_env = services.connect(&ssh).await?;

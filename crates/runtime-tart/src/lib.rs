@@ -13,7 +13,7 @@ use substrate_core::{
 use substrate_ssh::guest::EgressOptions;
 use substrate_ssh::{HostKeyPolicy, SshAuth};
 
-pub use argv::{SharedDir, Tart, TartNet};
+pub use argv::{LINUX_SHARES, SharedDir, Tart, TartNet};
 pub use boot::Reaped;
 
 /// The prefix of every VM this runtime clones; `gc` removes leftovers by it.

@@ -424,11 +424,15 @@ async fn session(
                     dir.display()
                 );
             }
-            spec = spec.env("COMPUTERAGENT_PROJECT", dir.display().to_string());
-            config.project_mount = Some(computeragent::ProjectMount {
+            let mount = computeragent::ProjectMount {
                 path: dir,
                 writable,
-            });
+            };
+            spec = spec.env(
+                "COMPUTERAGENT_PROJECT",
+                mount.path_inside(runtime).display().to_string(),
+            );
+            config.project_mount = Some(mount);
             None
         }
         (None, _) => None,

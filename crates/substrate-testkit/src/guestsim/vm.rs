@@ -730,6 +730,19 @@ pub fn run_vm(store: &Store, name: &str, options: &RunOptions) -> Result<()> {
                 .arg(path)
                 .arg(path);
         }
+        // The shares' root is world-traversable, as a guest's own mount point is (bwrap would
+        // make the missing directories root's alone).
+        if options
+            .mounts
+            .iter()
+            .any(|(tag, _, _)| !tag.starts_with('/'))
+        {
+            let mut dir = PathBuf::from("/");
+            for part in Path::new(&options.mount_base).components().skip(1) {
+                dir.push(part);
+                jail.args(["--perms", "0755", "--dir"]).arg(&dir);
+            }
+        }
         for (tag, host, read_only) in &options.mounts {
             let guest = if tag.starts_with('/') {
                 tag.clone()
