@@ -82,6 +82,32 @@ pub fn limits(memory: Option<u64>, cpu_millis: Option<u32>) -> ResourceLimits {
     limits
 }
 
+/// An entry left out of a project's copy: a name (`node_modules`, wherever it appears) or a
+/// path relative to the project (`build/cache`), without `./` or a trailing `/`.
+pub fn exclude(text: &str) -> Result<String, String> {
+    let trimmed = text.trim().trim_start_matches("./").trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(format!(
+            "`{text}` names nothing: give a name (node_modules) or a path in the project \
+             (build/cache)"
+        ));
+    }
+    if trimmed.starts_with('/') {
+        return Err(format!(
+            "`{text}` is absolute: give a path relative to the project (build/cache)"
+        ));
+    }
+    if trimmed
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(format!(
+            "`{text}` is not a plain path in the project: no `.`, `..` or empty parts"
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +143,15 @@ mod tests {
         assert_eq!(cpus("1.5"), Ok(1500));
         assert!(cpus("0").is_err());
         assert!(cpus("many").is_err());
+    }
+
+    #[test]
+    fn excludes_are_names_or_plain_relative_paths() {
+        assert_eq!(exclude("node_modules"), Ok("node_modules".into()));
+        assert_eq!(exclude("./build/cache/"), Ok("build/cache".into()));
+        assert!(exclude("/etc").unwrap_err().contains("absolute"));
+        assert!(exclude("../up").unwrap_err().contains("`..`"));
+        assert!(exclude("a//b").unwrap_err().contains("empty parts"));
+        assert!(exclude("./").unwrap_err().contains("names nothing"));
     }
 }

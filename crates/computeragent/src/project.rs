@@ -16,6 +16,8 @@ use substrate_core::{Error, HarnessClient, Result};
 /// A project copied for one agent.
 #[derive(Debug)]
 pub struct ProjectCopy {
+    /// What is left out, at copy-in and when the changes are read back alike.
+    options: Options,
     baseline: Snapshot,
     staging: ScratchDir,
 }
@@ -79,7 +81,11 @@ impl ProjectCopy {
             baseline.nodes.remove(&path);
             baseline.skipped.insert(path, Skipped::SymlinkOut);
         }
-        Ok(Self { baseline, staging })
+        Ok(Self {
+            options: options.clone(),
+            baseline,
+            staging,
+        })
     }
 
     /// The project's root.
@@ -144,7 +150,7 @@ impl ProjectCopy {
                 EntryType::Symlink => {}
             }
         }
-        let now = Snapshot::scan(&fetched.0, &Options::default()).map_err(change_error)?;
+        let now = Snapshot::scan(&fetched.0, &self.options).map_err(change_error)?;
         Ok((ChangeSet::between(&self.baseline, &now), fetched))
     }
 }

@@ -245,6 +245,14 @@ fn the_user_config_sets_defaults_and_its_mistakes_are_named() {
         stderr.contains("`memory` in") && stderr.contains("config.toml"),
         "{stderr}"
     );
+    std::fs::write(&config, "exclude = [\"../secrets\"]\n").unwrap();
+    let out = run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("`exclude` in") && stderr.contains("`..`"),
+        "{stderr}"
+    );
     std::fs::write(&config, "colour = \"blue\"\n").unwrap();
     let out = run(&["doctor"]);
     assert!(

@@ -317,6 +317,49 @@ fn a_session_on_a_project_changes_it_only_on_approval() {
 }
 
 #[test]
+fn excluded_entries_stay_out_of_the_copy_and_of_the_change_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("node_modules/dep")).unwrap();
+    std::fs::create_dir_all(project.join("build/cache")).unwrap();
+    std::fs::write(project.join("node_modules/dep/index.js"), "host\n").unwrap();
+    std::fs::write(project.join("build/cache/blob"), "host\n").unwrap();
+    std::fs::write(project.join("build/keep.txt"), "kept\n").unwrap();
+    // One exclude from the user's config, one from the command line.
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "exclude = [\"node_modules\"]\n").unwrap();
+    let t = Tmux::start(120, 30);
+    t.wait_for("outer$");
+    let probe = "sh -c 'for p in node_modules build/cache build/keep.txt; do \
+                 test -e $p && echo has-$p || echo no-$p; done; \
+                 mkdir -p node_modules/new build/cache; echo x > node_modules/new/f; \
+                 echo x > build/cache/made; echo y > made.txt'";
+    t.keys(&[
+        &format!(
+            "COMPUTERAGENT_CONFIG={} {} shell --project {} --exclude build/cache/ --apply -- {probe}; \
+             echo DONE=$?",
+            config.display(),
+            env!("CARGO_BIN_EXE_computeragent"),
+            project.display()
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("DONE=0");
+    for seen in ["no-node_modules", "no-build/cache", "has-build/keep.txt"] {
+        assert!(screen.contains(seen), "{seen}:\n{screen}");
+    }
+    // Only the file outside the excluded entries is a change.
+    assert!(screen.contains("A made.txt"), "{screen}");
+    assert!(screen.contains("applied 1 change(s)"), "{screen}");
+    assert!(!project.join("node_modules/new").exists());
+    assert!(!project.join("build/cache/made").exists());
+    assert_eq!(
+        std::fs::read_to_string(project.join("node_modules/dep/index.js")).unwrap(),
+        "host\n"
+    );
+}
+
+#[test]
 fn the_projects_runtime_script_runs_first_and_its_failure_ends_the_session() {
     let project = tempfile::tempdir().unwrap();
     std::fs::create_dir(project.path().join(".computeragent")).unwrap();

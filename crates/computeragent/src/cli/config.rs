@@ -9,6 +9,7 @@
 //! cpus = "2"
 //! env_allow = ["GITHUB_TOKEN"]   # host variables passed to the agent (keys stay brokered)
 //! read_only = ["/usr/share/dict"] # host paths bound read-only (bwrap)
+//! exclude = ["node_modules", "target"] # left out of a project's copy and its change set
 //! ```
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ struct Raw {
     env_allow: Vec<String>,
     #[serde(default)]
     read_only: Vec<PathBuf>,
+    #[serde(default)]
+    exclude: Vec<String>,
     stage_dir: Option<PathBuf>,
     tart_image: Option<String>,
     lima_base: Option<String>,
@@ -44,6 +47,8 @@ pub struct UserConfig {
     pub cpus: Option<u32>,
     pub env_allow: Vec<String>,
     pub read_only: Vec<PathBuf>,
+    /// Left out of a project's copy (names or relative paths, checked).
+    pub exclude: Vec<String>,
     pub stage_dir: Option<PathBuf>,
     pub tart_image: Option<String>,
     pub lima_base: Option<String>,
@@ -114,6 +119,12 @@ pub fn load() -> computeragent::Result<UserConfig> {
             format!("{} is not an absolute path", bad.display()),
         ));
     }
+    let exclude = raw
+        .exclude
+        .iter()
+        .map(|e| computeragent::parse::exclude(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| computeragent::Error::invalid(what("exclude"), e))?;
     Ok(UserConfig {
         path: Some(path),
         runtime,
@@ -122,6 +133,7 @@ pub fn load() -> computeragent::Result<UserConfig> {
         cpus,
         env_allow: raw.env_allow,
         read_only: raw.read_only,
+        exclude,
         stage_dir: raw.stage_dir,
         tart_image: raw.tart_image,
         lima_base: raw.lima_base,

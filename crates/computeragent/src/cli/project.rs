@@ -22,6 +22,8 @@ pub struct Review {
 /// read only what the session changed.
 #[derive(Debug)]
 pub struct Staged {
+    /// What is left out, at copy-in and in the review alike.
+    options: Options,
     baseline: Snapshot,
     copy: Snapshot,
     staging: computeragent::project::ScratchDir,
@@ -32,14 +34,19 @@ fn error(e: changeset::Error) -> computeragent::Error {
 }
 
 impl Staged {
-    /// Copies `dir` aside into a private directory (progress on stderr for large trees).
-    pub fn stage(dir: &Path) -> computeragent::Result<Self> {
+    /// Copies `dir` aside into a private directory (progress on stderr for large trees),
+    /// leaving `excludes` out (names, or paths relative to the project).
+    pub fn stage(dir: &Path, excludes: Vec<String>) -> computeragent::Result<Self> {
+        let options = Options {
+            excludes,
+            ..Options::default()
+        };
         let project = dir.canonicalize().map_err(|e| {
             computeragent::Error::io(format!("open the project {}", dir.display()), e)
         })?;
         let staging = computeragent::project::ScratchDir::new("project")?;
         let mut shown = false;
-        let copied = changeset::copy_project(&project, staging.path(), &Options::default(), |r| {
+        let copied = changeset::copy_project(&project, staging.path(), &options, |r| {
             if r.files >= 10_000 && r.files % 10_000 < 256 {
                 eprint!(
                     "\rcopying {}: {} files, {} MiB",
@@ -60,6 +67,7 @@ impl Staged {
             "project copied"
         );
         Ok(Self {
+            options,
             baseline: copied.baseline,
             copy: copied.workdir_snapshot,
             staging,
@@ -76,7 +84,7 @@ impl Staged {
     pub fn review(&self, workdir: &Path, review: &Review) -> computeragent::Result<()> {
         // Only what changed since the copy is read (like `git status`); a workdir fetched
         // from a VM has other inodes and is read whole.
-        let mut now = Snapshot::rescan(workdir, &Options::default(), &self.copy).map_err(error)?;
+        let mut now = Snapshot::rescan(workdir, &self.options, &self.copy).map_err(error)?;
         let forgotten = forget_script_output(workdir, &self.baseline, &mut now);
         if forgotten > 0 {
             eprintln!(

@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// Write the project's changes as a patch (git format) to FILE.
     #[arg(long, value_name = "FILE", requires = "project")]
     patch: Option<PathBuf>,
+    /// Leave NAME (wherever it appears) or the project's relative PATH out of the copy and
+    /// of the change set; repeatable, added to the config's `exclude`.
+    #[arg(long, value_name = "NAME|PATH", requires = "project", value_parser = computeragent::parse::exclude)]
+    exclude: Vec<String>,
     /// Copy the workdir back into DIR when the agent is done.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -109,10 +113,15 @@ pub async fn run(
         builder = builder.workdir(WorkdirPolicy::Keep);
     }
     let project = match &args.project {
-        Some(dir) => Some(computeragent::project::ProjectCopy::stage(
-            dir,
-            &changeset::Options::default(),
-        )?),
+        Some(dir) => {
+            let mut excludes = user.exclude.clone();
+            excludes.extend(args.exclude.iter().cloned());
+            let options = changeset::Options {
+                excludes,
+                ..changeset::Options::default()
+            };
+            Some(computeragent::project::ProjectCopy::stage(dir, &options)?)
+        }
         None => None,
     };
     let started = builder.start().await;

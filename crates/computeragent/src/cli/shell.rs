@@ -61,9 +61,14 @@ pub struct ProjectArgs {
     patch: Option<PathBuf>,
     /// How the project reaches the sandbox: `copy` (changes reviewed, applied on approval),
     /// `rw` (mounted read-write: the agent changes your files directly) or `ro` (mounted
-    /// read-only). rw and ro run on bwrap and lima.
+    /// read-only). rw and ro run on bwrap, lima and tart.
     #[arg(long, value_enum, default_value_t = ProjectMode::Copy)]
     mode: ProjectMode,
+    /// Leave NAME (wherever it appears: node_modules) or the project's relative PATH
+    /// (build/cache) out of the copy and of the change set; repeatable, added to the
+    /// config's `exclude`.
+    #[arg(long, value_name = "NAME|PATH", value_parser = computeragent::parse::exclude)]
+    exclude: Vec<String>,
 }
 
 /// How a project reaches the sandbox.
@@ -411,7 +416,11 @@ async fn session(
     let directory = args.project.directory()?;
     let mut config = config.clone();
     let project = match (directory, args.project.mode) {
-        (Some(dir), ProjectMode::Copy) => Some(crate::project::Staged::stage(&dir)?),
+        (Some(dir), ProjectMode::Copy) => {
+            let mut excludes = user.exclude.clone();
+            excludes.extend(args.project.exclude.iter().cloned());
+            Some(crate::project::Staged::stage(&dir, excludes)?)
+        }
         (Some(dir), mode) => {
             let dir = dir.canonicalize().map_err(|e| {
                 computeragent::Error::io(format!("open the project {}", dir.display()), e)
