@@ -887,6 +887,7 @@ fn tart_sim(config_dir: &std::path::Path) -> substrate_testkit::guestsim::SimToo
             .args(["prepare", "--runtime", "tart", "--from", "vanilla"])
             .env("PATH", tart_path(&tools))
             .env("TART_HOME", tools.store().root())
+            .env("XDG_STATE_HOME", tart_state(&tools))
             .env("COMPUTERAGENT_CONFIG", &config)
             .output()
             .unwrap();
@@ -898,6 +899,14 @@ fn tart_sim(config_dir: &std::path::Path) -> substrate_testkit::guestsim::SimToo
     }
     drop(lock);
     tools
+}
+
+/// Where the CLI keeps the tart runtime's state (the images' recorded host keys) for these
+/// tests: beside the simulator's images, so it lives and goes with them, and never in the
+/// user's own state directory.
+#[cfg(feature = "tart-on-any-os")]
+fn tart_state(tools: &substrate_testkit::guestsim::SimTools) -> std::path::PathBuf {
+    tools.store().root().join("cli-state")
 }
 
 /// PATH with the simulated `tart` first.
@@ -919,8 +928,9 @@ fn use_tart_sim(
 ) {
     t.keys(&[
         &format!(
-            "export TART_HOME={} PATH={} COMPUTERAGENT_CONFIG={}",
+            "export TART_HOME={} XDG_STATE_HOME={} PATH={} COMPUTERAGENT_CONFIG={}",
             tools.store().root().display(),
+            tart_state(tools).display(),
             tart_path(tools),
             config_dir.join("computeragent.toml").display()
         ),
