@@ -352,3 +352,66 @@ async fn leftovers_of_a_crashed_run_are_reaped() {
         .output();
     assert_nothing_left(&tools, &prefix);
 }
+
+/// The simulator's `container exec`, which terminals in a container rest on: the command runs
+/// inside the running container (its root, hostname, PID namespace, user, the given
+/// environment and working directory), with the caller's stdio, and its exit status is the
+/// command's; a stopped or unknown container is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_a_command_inside_a_running_container() {
+    let tools = common::sim().unwrap();
+    let image = common::broken_image(&tools, "sleeper", &["sleep", "100000"]).unwrap();
+    let id = format!("exec-test-{}", std::process::id());
+    let container = |args: &[&str]| {
+        std::process::Command::new(tools.container())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = container(&["run", "--detach", "--name", &id, &image]);
+    assert!(out.status.success(), "{out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, "GREETING=from the env file\n").unwrap();
+    let out = container(&[
+        "exec",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "--env",
+        "SECOND=2",
+        "--workdir",
+        "/tmp",
+        &id,
+        "sh",
+        "-c",
+        "echo \"$GREETING $SECOND\"; id -u; pwd; hostname; \
+         ls /proc | grep -c '^[0-9]'; cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let recipe = runtime_applecontainer::ImageRecipe::for_this_build();
+    assert_eq!(lines[0], "from the env file 2", "{stdout}");
+    assert_eq!(lines[1], recipe.uid.to_string(), "{stdout}");
+    assert_eq!(lines[2], "/tmp", "{stdout}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(lines[3], host.trim(), "{stdout}");
+    // Its PID namespace is the container's: a handful of processes, the container's among
+    // them, not the host's hundreds.
+    let processes: usize = lines[4].parse().unwrap();
+    assert!(processes < 10, "{stdout}");
+    assert!(lines[5].contains("sleep 100000"), "{stdout}");
+    let out = container(&["exec", &id, "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = container(&["stop", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let out = container(&["exec", &id, "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not running"),
+        "{out:?}"
+    );
+    let _ = container(&["delete", "--force", &id]);
+    let out = container(&["exec", "nobody-here", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+}

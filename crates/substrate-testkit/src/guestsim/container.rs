@@ -1,6 +1,6 @@
 //! The `container` command line (Apple's container, macOS 26+) over simulated Linux
 //! containers: `system status|start`, `image inspect|list|pull`, `network inspect|list`,
-//! `run --detach`, `inspect`, `list`, `logs`, `stop`, `delete`, with the real CLI's argument
+//! `run --detach`, `exec`, `inspect`, `list`, `logs`, `stop`, `delete`, with the real CLI's argument
 //! forms, JSON shapes and exit codes (errors: exit 1, `Error: <kind>: "<message>"` on stderr;
 //! usage errors: exit 64).
 //!
@@ -16,14 +16,15 @@
 //! stdio.log,daemon.log,upper/,work/}`; `sim/calls.jsonl` (every call), `sim/faults/<ref>.json`,
 //! `sim/service-down`.
 //!
-//! Not simulated (a clear error, never a silent no-op): foreground `run`, `exec`, `create` and
+//! Not simulated (a clear error, never a silent no-op): foreground `run`, `create` and
 //! `start`, `build` (tests lay images out with [`ContainerStore::ensure_image`]), registries,
-//! `logs --follow`, UDP ports, `--mount`, `--tty`, DNS options. `--cpus` and `--memory` (a
+//! `logs --follow`, UDP ports, `--mount`, `run --tty`, DNS options. `--cpus` and `--memory` (a
 //! number without a unit is MiB) are validated and recorded, not enforced; `inspect` shows no
 //! environment (it is never written to disk).
 
 mod args;
 mod daemon;
+mod exec;
 mod lifecycle;
 pub(crate) mod net;
 mod run;
@@ -127,6 +128,7 @@ fn dispatch(store: &ContainerStore, args: &[String]) -> Result<i32> {
         }
         "list" | "ls" => lifecycle::list(store, rest),
         "logs" => lifecycle::logs(store, rest),
+        "exec" => exec::exec(store, rest),
         "stop" => lifecycle::stop(store, rest),
         "delete" | "rm" => lifecycle::delete(store, rest),
         "build" => bail!(

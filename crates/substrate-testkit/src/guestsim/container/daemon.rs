@@ -358,6 +358,18 @@ fn wait_started(jail: &mut Child, log: &Path) -> Result<()> {
     }
 }
 
+/// The process of the container whose daemon is `daemon`, while it runs.
+pub(super) fn container_process(daemon: i32) -> Option<i32> {
+    children(daemon).into_iter().find_map(|child| {
+        let exe = fs::read_link(format!("/proc/{child}/exe")).ok()?;
+        if exe.file_name().is_some_and(|n| n == "bwrap") {
+            main_process(u32::try_from(child).ok()?)
+        } else {
+            None
+        }
+    })
+}
+
 /// The container's own process: the child of bwrap's init (bwrap → its init in the new PID
 /// namespace → the command), once it runs the command rather than bwrap.
 fn main_process(bwrap: u32) -> Option<i32> {

@@ -176,59 +176,7 @@ pub(super) fn run(store: &ContainerStore, args: &[String]) -> Result<i32> {
         bail!("invalidArgument: \"no command given and image {image_ref} has none\"");
     }
 
-    // The environment, later entries winning: defaults, the image's, env files, -e.
-    let home = match uid {
-        0 => "/root".to_owned(),
-        u if Some(u) == image.uid_gid().ok().map(|(u, _)| u) => "/home/node".to_owned(),
-        _ => "/".to_owned(),
-    };
-    let mut env: Vec<(String, String)> = vec![
-        (
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
-        ("HOME".into(), home),
-    ];
-    let mut set = |key: &str, value: String| {
-        match env.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value,
-            None => env.push((key.to_owned(), value)),
-        };
-    };
-    for kv in &image.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            set(k, v.to_owned());
-        }
-    }
-    for file in p.values("--env-file") {
-        let text = fs::read_to_string(file)
-            .with_context(|| format!("invalidArgument: \"cannot read the env file {file}\""))?;
-        for line in text.lines() {
-            let line = line.trim_start();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            match line.split_once('=') {
-                Some((k, v)) => set(k.trim_end(), v.to_owned()),
-                None => {
-                    if let Ok(v) = std::env::var(line.trim_end()) {
-                        set(line.trim_end(), v);
-                    }
-                }
-            }
-        }
-    }
-    for kv in p.values("--env") {
-        match kv.split_once('=') {
-            Some((k, v)) => set(k, v.to_owned()),
-            None => {
-                if let Ok(v) = std::env::var(kv) {
-                    set(kv, v);
-                }
-            }
-        }
-    }
-    let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env = environment(&image, uid, &p)?;
 
     let mut volumes = Vec::new();
     for spec in p.values("--volume") {
@@ -331,4 +279,65 @@ fn start_daemon(store: &ContainerStore, config: &ContainerConfig, env: &[String]
         "internalError: \"the container's daemon exited before it ran the container: {}\"",
         said.trim()
     )
+}
+
+/// A process's environment (`K=V`), later entries winning: defaults, the image's, the env
+/// files (`--env-file`), then `--env`; a bare name takes the caller's value.
+pub(super) fn environment(
+    image: &store::ImageConfig,
+    uid: u32,
+    p: &super::args::Parsed,
+) -> Result<Vec<String>> {
+    let home = match uid {
+        0 => "/root".to_owned(),
+        u if Some(u) == image.uid_gid().ok().map(|(u, _)| u) => "/home/node".to_owned(),
+        _ => "/".to_owned(),
+    };
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("HOME".into(), home),
+    ];
+    let mut set = |key: &str, value: String| {
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => env.push((key.to_owned(), value)),
+        };
+    };
+    for kv in &image.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            set(k, v.to_owned());
+        }
+    }
+    for file in p.values("--env-file") {
+        let text = fs::read_to_string(file)
+            .with_context(|| format!("invalidArgument: \"cannot read the env file {file}\""))?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=') {
+                Some((k, v)) => set(k.trim_end(), v.to_owned()),
+                None => {
+                    if let Ok(v) = std::env::var(line.trim_end()) {
+                        set(line.trim_end(), v);
+                    }
+                }
+            }
+        }
+    }
+    for kv in p.values("--env") {
+        match kv.split_once('=') {
+            Some((k, v)) => set(k, v.to_owned()),
+            None => {
+                if let Ok(v) = std::env::var(kv) {
+                    set(kv, v);
+                }
+            }
+        }
+    }
+    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
