@@ -146,7 +146,7 @@ pub(crate) async fn open(boot: PathBuf, request: TerminalRequest) -> Result<Term
     }
     let programs = programs()?;
     let workdir = CString::new(WORKDIR).map_err(|e| Error::invalid("workdir", e.to_string()))?;
-    let (main, replica) = crate::terminal::open_pty(request.size)?;
+    let (main, replica) = substrate_core::pty::open_pty(request.size)?;
 
     let mut command = std::process::Command::new("setsid");
     command
@@ -228,7 +228,7 @@ pub(crate) async fn open(boot: PathBuf, request: TerminalRequest) -> Result<Term
         .map_err(|e| Error::io("start a program in the running sandbox", e))?;
     drop((namespaces, cgroups, replica));
     let workdir_on_host = boot.join("workdir");
-    let (output, input, resizer) = crate::terminal::streams(main)?;
+    let (output, input, resizer) = substrate_core::pty::streams(main)?;
     Ok(Terminal::new(
         output,
         input,

@@ -5,6 +5,7 @@
 //! This crate never spawns a process and has no platform code: runtimes do that.
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod audit;
 pub mod boot;
 pub mod client;
@@ -12,6 +13,8 @@ pub mod command;
 pub mod credential;
 pub mod error;
 pub mod protocol;
+#[cfg(unix)]
+pub mod pty;
 pub mod secret;
 pub mod substrate;
 pub mod terminal;

@@ -365,7 +365,7 @@ impl TerminalSandbox for GuestTerminal {
         }
         let dest = scratch.join("workdir");
         let unpack_to = dest.clone();
-        tokio::task::spawn_blocking(move || unpack(&archive, &unpack_to))
+        tokio::task::spawn_blocking(move || substrate_core::archive::unpack(&archive, &unpack_to))
             .await
             .map_err(|e| Error::io("unpack the workdir", std::io::Error::other(e)))??;
         Ok(dest)
@@ -382,63 +382,6 @@ impl TerminalSandbox for GuestTerminal {
         }
         Ok(())
     }
-}
-
-/// Unpacks the guest's tar `archive` into `dest`: plain files, directories, symlinks and
-/// hard links only, and none outside `dest` (the tar crate refuses `..` and absolute names
-/// and never writes through a symlink out of `dest`). Owners are not restored.
-fn unpack(archive: &Path, dest: &Path) -> Result<()> {
-    std::fs::create_dir_all(dest)
-        .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
-    let file = std::fs::File::open(archive)
-        .map_err(|e| Error::io(format!("open {}", archive.display()), e))?;
-    let mut tar = tar::Archive::new(std::io::BufReader::new(file));
-    tar.set_preserve_permissions(true);
-    tar.set_preserve_mtime(true);
-    tar.set_unpack_xattrs(false);
-    tar.set_overwrite(true);
-    let entries = tar
-        .entries()
-        .map_err(|e| Error::io(format!("read {}", archive.display()), e))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| Error::io(format!("read {}", archive.display()), e))?;
-        use tar::EntryType::{Directory, Link, Regular, Symlink};
-        let kind = entry.header().entry_type();
-        if !matches!(kind, Regular | Directory | Symlink | Link) {
-            tracing::debug!(path = ?entry.path().ok(), ?kind, "left out of the workdir's copy");
-            continue;
-        }
-        let path = entry
-            .path()
-            .map_err(|e| Error::io(format!("read {}", archive.display()), e))?
-            .into_owned();
-        if through_symlink(dest, &path) {
-            tracing::warn!(path = %path.display(), "a workdir entry under a symlink was left out");
-            continue;
-        }
-        let unpacked = entry
-            .unpack_in(dest)
-            .map_err(|e| Error::io(format!("unpack into {}", dest.display()), e))?;
-        if !unpacked {
-            tracing::warn!(path = ?entry.path().ok(), "a workdir entry pointing outside was left out");
-        }
-    }
-    let _ = std::fs::remove_file(archive);
-    Ok(())
-}
-
-/// Whether a directory on the way to `path` inside `root` is a symlink (so writing `path`
-/// would follow it).
-fn through_symlink(root: &Path, path: &Path) -> bool {
-    let mut at = root.to_path_buf();
-    let parents: Vec<_> = path.components().collect();
-    for component in parents.iter().take(parents.len().saturating_sub(1)) {
-        at.push(component);
-        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-            return true;
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -492,7 +435,7 @@ mod tests {
             builder.finish().unwrap();
         }
         let dest = dir.path().join("dest");
-        unpack(&archive, &dest).unwrap();
+        substrate_core::archive::unpack(&archive, &dest).unwrap();
         assert!(!outside.join("pwned").exists(), "wrote through a link out");
         assert!(!dest.join("pipe").exists(), "a FIFO was created");
         assert!(dest.join("escape").is_symlink(), "the link itself is kept");
