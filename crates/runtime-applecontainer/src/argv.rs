@@ -201,6 +201,24 @@ impl Container {
         cmd.arg(id).args(command.iter())
     }
 
+    /// `container exec --interactive --tty --env-file FILE --workdir DIR ID COMMAND…`: a
+    /// program on the caller's terminal in a running container.
+    pub fn exec_terminal(
+        &self,
+        id: &str,
+        env_file: &Path,
+        workdir: &str,
+        command: &[std::ffi::OsString],
+    ) -> CommandSpec {
+        self.command()
+            .args(["exec", "--interactive", "--tty", "--env-file"])
+            .arg(env_file.as_os_str())
+            .arg("--workdir")
+            .arg(workdir)
+            .arg(id)
+            .args(command.iter().cloned())
+    }
+
     /// `container stop --time SECONDS ID`: SIGTERM, then SIGKILL after the grace time.
     pub fn stop(&self, id: &str, grace: Duration) -> CommandSpec {
         self.command()

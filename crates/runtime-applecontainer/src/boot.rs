@@ -5,12 +5,14 @@
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use substrate_core::{
     AuditSink, BootPhase, BootSpec, BootedHarness, BoundaryEvent, Endpoint, EnvVars, Error,
-    HarnessClient, Result, Secret, SubstrateKind, Teardown, TeardownReport,
+    HarnessClient, Result, Secret, SubstrateKind, Teardown, TeardownReport, Terminal,
+    TerminalRequest,
 };
 use substrate_egress::{BrokerConfig, BrokerPlan, CredentialBroker};
 use substrate_ssh::guest::HostRunDir;
@@ -20,6 +22,7 @@ use crate::AppleContainerSubstrate;
 use crate::argv::{Container, Publish, RunArgs, parse_containers, parse_gateway};
 use crate::image::HARNESS_PORT;
 use crate::relay::TcpRelay;
+use crate::terminal::ContainerTerminals;
 
 /// `container` on the host.
 pub(crate) const CONTAINER: Tool = Tool {
@@ -41,6 +44,28 @@ pub struct Reaped {
 }
 
 pub(crate) async fn boot(sub: &AppleContainerSubstrate, spec: BootSpec) -> Result<BootedHarness> {
+    boot_with_terminals(sub, spec)
+        .await
+        .map(|(harness, _)| harness)
+}
+
+/// A program on a terminal in a container of its own: the boot, then the program beside the
+/// harness; closing the terminal removes the container.
+pub(crate) async fn open_terminal(
+    sub: &AppleContainerSubstrate,
+    spec: BootSpec,
+    request: TerminalRequest,
+) -> Result<Terminal> {
+    request.check()?;
+    let (harness, terminals) = boot_with_terminals(sub, spec).await?;
+    terminals.open(request, Some(harness)).await
+}
+
+/// A boot, and what opens terminals in its container.
+async fn boot_with_terminals(
+    sub: &AppleContainerSubstrate,
+    spec: BootSpec,
+) -> Result<(BootedHarness, Arc<ContainerTerminals>)> {
     let cli = sub.cli();
     spec.run_phase(BootPhase::Preflight, |probe| async move {
         probe.saw("`container system status`");
@@ -56,12 +81,34 @@ pub(crate) async fn boot(sub: &AppleContainerSubstrate, spec: BootSpec) -> Resul
     let name = host_cli::vm_name(&sub.prefix, &spec.label)?;
     let mut ctr = Ctr::new(sub, &spec, name);
     match ctr.start(sub, &spec, &token).await {
-        Ok(endpoint) => Ok(BootedHarness::new(
-            SubstrateKind::AppleContainer,
-            endpoint,
-            token,
-            Box::new(ctr),
-        )),
+        Ok((endpoint, engine_envs)) => {
+            let env_dir = ctr
+                .run_dir
+                .as_ref()
+                .map(|d| d.path().to_path_buf())
+                .ok_or_else(|| Error::invalid("container boot", "no run directory"));
+            let env_dir = match env_dir {
+                Ok(dir) => dir,
+                Err(e) => {
+                    let _ = ctr.shutdown().await;
+                    return Err(e);
+                }
+            };
+            let terminals = Arc::new(ContainerTerminals {
+                cli: sub.cli(),
+                name: ctr.name.clone(),
+                env_dir,
+                engine_envs,
+            });
+            let harness = BootedHarness::new(
+                SubstrateKind::AppleContainer,
+                endpoint,
+                token,
+                Box::new(ctr),
+            )
+            .with_terminals(terminals.clone());
+            Ok((harness, terminals))
+        }
         Err(e) => {
             if let Err(cleanup) = ctr.shutdown().await {
                 tracing::error!(error = %cleanup, "cleanup after a failed boot failed");
@@ -151,7 +198,7 @@ impl Ctr {
         sub: &AppleContainerSubstrate,
         spec: &BootSpec,
         token: &Secret,
-    ) -> Result<Endpoint> {
+    ) -> Result<(Endpoint, EnvVars)> {
         let cli = self.cli.clone();
         let name = self.name.clone();
         let (cli_ref, name_ref) = (&cli, &name);
@@ -222,7 +269,7 @@ impl Ctr {
             })
             .await;
         match waited {
-            Ok(()) => Ok(endpoint),
+            Ok(()) => Ok((endpoint, engine_envs)),
             // Alive but silent: what the harness printed is the best clue.
             Err(Error::BootTimeout {
                 phase,

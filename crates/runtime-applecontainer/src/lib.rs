@@ -6,6 +6,7 @@ mod boot;
 mod host;
 pub mod image;
 mod relay;
+mod terminal;
 
 use std::path::PathBuf;
 
@@ -146,5 +147,20 @@ impl Substrate for AppleContainerSubstrate {
         }
         self.check_spec(&spec)?;
         boot::boot(self, spec).await
+    }
+
+    /// A program on a terminal in a container of its own (`container exec --tty` on a PTY
+    /// the host owns, beside the harness, so the engine's broker serves it); closing the
+    /// terminal removes the container.
+    async fn open_terminal(
+        &self,
+        spec: &BootSpec,
+        request: substrate_core::TerminalRequest,
+    ) -> Result<substrate_core::Terminal> {
+        if self.check_host {
+            host::check_supported()?;
+        }
+        self.check_spec(spec)?;
+        boot::open_terminal(self, spec.clone(), request).await
     }
 }

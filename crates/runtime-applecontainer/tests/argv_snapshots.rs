@@ -41,6 +41,12 @@ fn service_image_network_stop_delete_inspect_list_logs() {
             &["sh".into(), "-c".into(), "echo hi".into()],
         ),
         c.exec(NAME, None, None, &["true".into()]),
+        c.exec_terminal(
+            NAME,
+            Path::new("/state/x/terminal-abc.env"),
+            "/home/node/work/terminal-abc",
+            &["bash".into(), "-l".into()],
+        ),
     ];
     let text: Vec<String> = all.iter().map(|c| c.argv_lines()).collect();
     insta::assert_snapshot!(text.join("\n---\n"));

@@ -415,3 +415,35 @@ async fn exec_runs_a_command_inside_a_running_container() {
     let out = container(&["exec", "nobody-here", "true"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_sizes_resizes_interrupts_and_brings_its_files_back_then_leaves_nothing() {
+    let tools = common::sim().unwrap();
+    let prefix = common::prefix("terminal");
+    let substrate = common::substrate(&tools).prefix(prefix.clone());
+    let scratch = tempfile::tempdir().unwrap();
+    substrate_testkit::terminal::check_terminal(
+        &substrate,
+        &common::bare("terminal"),
+        scratch.path(),
+    )
+    .await
+    .unwrap();
+    assert_nothing_left(&tools, &prefix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_beside_the_harness_ends_without_ending_the_container() {
+    let tools = common::sim().unwrap();
+    let prefix = common::prefix("booted-terminal");
+    let substrate = common::substrate(&tools).prefix(prefix.clone());
+    let harness = substrate
+        .boot_harness(common::bare("booted-terminal"))
+        .await
+        .unwrap();
+    substrate_testkit::terminal::check_booted_terminal(&harness)
+        .await
+        .unwrap();
+    harness.shutdown().await.unwrap();
+    assert_nothing_left(&tools, &prefix);
+}

@@ -299,7 +299,7 @@ pub trait Substrate: Send + Sync + fmt::Debug {
         let _ = (spec, request);
         Err(Error::Unsupported {
             what: format!("interactive sessions on the {} runtime", self.kind()),
-            reason: "they run on bwrap, tart and lima".into(),
+            reason: "they run on bwrap, tart, lima and apple-container".into(),
         })
     }
 
