@@ -26,6 +26,9 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("tmux", "tmux"),
 ];
 
+/// The facade's features that offer the macOS runtimes here, against the simulators.
+const SIMULATED_RUNTIMES: &str = "tart-on-any-os,apple-container-on-any-os";
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let lint = !args.iter().any(|a| a == "--no-lint");
     if let Some(bad) = args.iter().find(|a| *a != "--no-lint") {
@@ -53,20 +56,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "the tests",
         )?;
     }
-    // The CLI on the tart simulator: the facade built with the tart runtime on this OS.
+    // The CLI on the tart and container simulators: the facade built with those runtimes on
+    // this OS.
     cargo(
         &[
             "test",
             "-p",
             "computeragent",
             "--features",
-            "tart-on-any-os",
+            SIMULATED_RUNTIMES,
             "--test",
             "terminal",
             "--",
             "tart",
+            "container",
         ],
-        "the CLI's tests on the tart simulator",
+        "the CLI's tests on the tart and container simulators",
     )?;
     cargo(&["test", "--workspace", "--doc"], "the doc tests")?;
     crate::features::run()?;
@@ -92,13 +97,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 "-p",
                 "computeragent",
                 "--features",
-                "tart-on-any-os",
+                SIMULATED_RUNTIMES,
                 "--all-targets",
                 "--",
                 "-D",
                 "warnings",
             ],
-            "clippy on the facade with the tart runtime",
+            "clippy on the facade with the simulated runtimes",
         )?;
     }
     eprintln!("all checks passed in {}", root.display());

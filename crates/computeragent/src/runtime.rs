@@ -67,7 +67,10 @@ impl RuntimeName {
     pub fn has_terminals(self) -> bool {
         matches!(
             self,
-            RuntimeName::Bwrap | RuntimeName::Tart | RuntimeName::Lima
+            RuntimeName::Bwrap
+                | RuntimeName::Tart
+                | RuntimeName::Lima
+                | RuntimeName::AppleContainer
         )
     }
 }
@@ -207,8 +210,7 @@ pub async fn select(config: &RuntimeConfig) -> Result<RuntimeName> {
     select_where(config, |_| true).await
 }
 
-/// [`select`] among the runtimes that open interactive terminals (on macOS: tart, then
-/// lima; Apple's `container` has none yet).
+/// [`select`] among the runtimes that open interactive terminals (every isolating one).
 pub async fn select_for_terminals(config: &RuntimeConfig) -> Result<RuntimeName> {
     select_where(config, RuntimeName::has_terminals).await
 }
@@ -247,16 +249,11 @@ pub async fn open(runtime: RuntimeName, config: &RuntimeConfig) -> Result<Arc<dy
                 .into(),
         });
     }
-    if config.project_mount.is_some()
-        && !matches!(
-            runtime,
-            RuntimeName::Bwrap | RuntimeName::Lima | RuntimeName::Tart
-        )
-    {
+    if config.project_mount.is_some() && !runtime.has_terminals() {
         return Err(Error::Unsupported {
             what: format!("a mounted project (rw or ro) on the {runtime} runtime"),
-            reason: "projects are mounted into bwrap, lima and tart sandboxes; use the copy \
-                     mode (the default) here"
+            reason: "projects are mounted into bwrap, lima, tart and apple-container \
+                     sandboxes; use the copy mode (the default) here"
                 .into(),
         });
     }
@@ -346,7 +343,7 @@ async fn gc_lima(_config: &RuntimeConfig) -> std::result::Result<Vec<String>, St
     Ok(Vec::new())
 }
 
-#[cfg(all(feature = "apple-container", target_os = "macos"))]
+#[cfg(container_runtime)]
 async fn gc_container(config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
     container_substrate(config)
         .reap_leftovers()
@@ -355,7 +352,7 @@ async fn gc_container(config: &RuntimeConfig) -> std::result::Result<Vec<String>
         .map_err(|e| e.to_string())
 }
 
-#[cfg(not(all(feature = "apple-container", target_os = "macos")))]
+#[cfg(not(container_runtime))]
 async fn gc_container(_config: &RuntimeConfig) -> std::result::Result<Vec<String>, String> {
     Ok(Vec::new())
 }
@@ -414,6 +411,17 @@ async fn prepare_lima(_from: &str, _config: &RuntimeConfig) -> Result<String> {
     ))
 }
 
+// Unused when every runtime is compiled in (Linux with the simulators' features).
+#[cfg_attr(
+    all(
+        tart_runtime,
+        container_runtime,
+        feature = "bwrap",
+        feature = "lima",
+        target_os = "linux"
+    ),
+    allow(dead_code)
+)]
 fn not_here(runtime: RuntimeName, reason: &str) -> Error {
     Error::Unsupported {
         what: format!("the {runtime} runtime"),
@@ -624,7 +632,7 @@ fn open_lima(_config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
     ))
 }
 
-#[cfg(all(feature = "apple-container", target_os = "macos"))]
+#[cfg(container_runtime)]
 async fn check_container(config: &RuntimeConfig) -> std::result::Result<String, String> {
     let sub = container_substrate(config);
     let cli = sub.cli();
@@ -644,7 +652,7 @@ async fn check_container(config: &RuntimeConfig) -> std::result::Result<String, 
     Ok(format!("container service running, image {}", sub.image()))
 }
 
-#[cfg(not(all(feature = "apple-container", target_os = "macos")))]
+#[cfg(not(container_runtime))]
 async fn check_container(_config: &RuntimeConfig) -> std::result::Result<String, String> {
     Err(if cfg!(target_os = "macos") {
         "not compiled in (enable the `apple-container` feature)".into()
@@ -653,20 +661,35 @@ async fn check_container(_config: &RuntimeConfig) -> std::result::Result<String,
     })
 }
 
-#[cfg(all(feature = "apple-container", target_os = "macos"))]
+#[cfg(container_runtime)]
 fn container_substrate(config: &RuntimeConfig) -> runtime_applecontainer::AppleContainerSubstrate {
-    match &config.container_image {
+    let substrate = match &config.container_image {
         Some(image) => runtime_applecontainer::AppleContainerSubstrate::with_image(image),
         None => runtime_applecontainer::AppleContainerSubstrate::new(),
+    };
+    // Offered off macOS only under `apple-container-on-any-os`, against a simulator.
+    let substrate = if cfg!(target_os = "macos") {
+        substrate
+    } else {
+        substrate.assume_supported_host()
+    };
+    match &config.project_mount {
+        // At its own path, as on the other runtimes.
+        Some(project) => substrate.volume(runtime_applecontainer::Volume {
+            host: project.path.clone(),
+            guest: project.path.display().to_string(),
+            read_only: !project.writable,
+        }),
+        None => substrate,
     }
 }
 
-#[cfg(all(feature = "apple-container", target_os = "macos"))]
+#[cfg(container_runtime)]
 fn open_container(config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
     Ok(Arc::new(container_substrate(config)))
 }
 
-#[cfg(not(all(feature = "apple-container", target_os = "macos")))]
+#[cfg(not(container_runtime))]
 fn open_container(_config: &RuntimeConfig) -> Result<Arc<dyn Substrate>> {
     Err(not_here(
         RuntimeName::AppleContainer,
@@ -689,21 +712,10 @@ mod tests {
     }
 
     #[test]
-    fn terminals_are_chosen_among_the_runtimes_that_open_them() {
-        let with: Vec<RuntimeName> = RuntimeName::ALL
-            .into_iter()
-            .filter(|r| r.isolates() && r.has_terminals())
-            .collect();
-        assert!(!with.contains(&RuntimeName::AppleContainer));
-        assert!(with.contains(&RuntimeName::Tart) && with.contains(&RuntimeName::Lima));
-        assert_eq!(
-            with.first(),
-            Some(if cfg!(target_os = "macos") {
-                &RuntimeName::Tart
-            } else {
-                &RuntimeName::Bwrap
-            })
-        );
+    fn every_isolating_runtime_opens_terminals() {
+        for runtime in RuntimeName::ALL {
+            assert_eq!(runtime.has_terminals(), runtime.isolates(), "{runtime}");
+        }
     }
 
     #[test]

@@ -1081,3 +1081,210 @@ fn a_shell_in_a_tart_vm_behaves_like_a_terminal_on_a_shared_project() {
     assert!(!project.join("ro.txt").exists());
     assert_eq!(orphan_tart_vms(&tools), Vec::<String>::new());
 }
+
+/// The `container` simulator with the harness image of this build (laid out as the
+/// Containerfile of `ImageRecipe` does, as the container runtime's own tests do), and a user
+/// config naming it. Built with `--features apple-container-on-any-os`, which `cargo xtask
+/// test` runs these tests with.
+#[cfg(feature = "apple-container-on-any-os")]
+fn container_sim(config_dir: &std::path::Path) -> substrate_testkit::guestsim::SimTools {
+    use substrate_testkit::guestsim::{ContainerImage, SimTools};
+    SimTools::check_host().unwrap();
+    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-sim");
+    let tools =
+        SimTools::install(&root.join("container-bin"), &root.join("container-home")).unwrap();
+    let recipe = runtime_applecontainer::ImageRecipe::for_this_build();
+    let modules = substrate_testkit::stage::ensure_staged().unwrap();
+    let context = config_dir.join("image-context");
+    recipe.write_context(&context).unwrap();
+    let dir = &recipe.harness_dir;
+    let mut files: Vec<_> = ["harness.mjs", "package.json", "package-lock.json"]
+        .iter()
+        .map(|f| (context.join(f), format!("{dir}/{f}")))
+        .collect();
+    files.push((modules, format!("{dir}/node_modules")));
+    tools
+        .ensure_container_image(&ContainerImage {
+            reference: recipe.tag.clone(),
+            files,
+            dirs: vec![
+                (recipe.home.clone(), recipe.uid, recipe.uid, 0o755),
+                (recipe.workdir_root(), recipe.uid, recipe.uid, 0o755),
+            ],
+            cmd: recipe.cmd(),
+            user: (recipe.uid, recipe.uid),
+            env: recipe.env(),
+            workdir: recipe.home.clone(),
+        })
+        .unwrap();
+    std::fs::write(
+        config_dir.join("computeragent.toml"),
+        format!("container_image = \"{}\"\n", recipe.tag),
+    )
+    .unwrap();
+    tools
+}
+
+/// Points the pane's shell at the container simulator, the runtime's state beside its store.
+#[cfg(feature = "apple-container-on-any-os")]
+fn use_container_sim(
+    t: &Tmux,
+    tools: &substrate_testkit::guestsim::SimTools,
+    config_dir: &std::path::Path,
+) {
+    t.keys(&[
+        &format!(
+            "export XDG_STATE_HOME={} PATH={}:$PATH COMPUTERAGENT_CONFIG={}",
+            tools.container_store_root().join("cli-state").display(),
+            tools.container().parent().unwrap().display(),
+            config_dir.join("computeragent.toml").display()
+        ),
+        "Enter",
+    ]);
+}
+
+/// Containers of this simulator whose owning process is gone.
+#[cfg(feature = "apple-container-on-any-os")]
+fn orphan_containers(tools: &substrate_testkit::guestsim::SimTools) -> Vec<String> {
+    let out = Command::new(tools.container())
+        .args(["list", "--all", "--format", "json"])
+        .output()
+        .unwrap();
+    runtime_applecontainer::argv::parse_containers(&out.stdout)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.configuration.id)
+        .filter(|n| {
+            n.strip_prefix("computeragent-")
+                .and_then(|rest| rest.split('-').next())
+                .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
+        })
+        .collect()
+}
+
+#[cfg(feature = "apple-container-on-any-os")]
+#[test]
+fn claude_codes_file_lands_in_the_project_from_a_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = container_sim(dir.path());
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("README.md"), "the project\n").unwrap();
+    let t = Tmux::start(140, 40);
+    t.wait_for("outer$");
+    use_container_sim(&t, &tools, dir.path());
+    t.keys(&[
+        &format!(
+            "env -u ANTHROPIC_API_KEY {} claude --runtime apple-container --net host \
+             --project {} --apply; echo EXIT=$?",
+            env!("CARGO_BIN_EXE_computeragent"),
+            project.display()
+        ),
+        "Enter",
+    ]);
+    let screen = ask_claude_and_exit(&t, "EXIT=0");
+    assert!(screen.contains("A answer.md"), "{screen}");
+    let answer = std::fs::read_to_string(project.join("answer.md")).unwrap();
+    assert!(
+        answer.contains("Written by the agent in its sandbox"),
+        "{answer}"
+    );
+    assert!(!project.join(".claude.json").exists());
+    assert_eq!(orphan_containers(&tools), Vec::<String>::new());
+}
+
+#[cfg(feature = "apple-container-on-any-os")]
+#[test]
+fn a_shell_in_a_container_behaves_like_a_terminal_on_a_mounted_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = container_sim(dir.path());
+    let project = dir.path().join("app");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("README.md"), "the app\n").unwrap();
+    // The project is the container user's, as a person's own project is theirs.
+    let uid = runtime_applecontainer::ImageRecipe::for_this_build().uid;
+    let status = Command::new("chown")
+        .args(["-R", &format!("{uid}:{uid}")])
+        .arg(&project)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = dir.path().join("before");
+    let after = dir.path().join("after");
+    let bin = env!("CARGO_BIN_EXE_computeragent");
+    let p = project.display();
+    let t = Tmux::start(80, 24);
+    t.wait_for("outer$");
+    use_container_sim(&t, &tools, dir.path());
+
+    // rw: the project is a volume at its own path, written in place.
+    t.keys(&[
+        &format!(
+            "stty -g > {}; {bin} shell --runtime apple-container --net host --project {p} \
+             --mode rw; echo EXIT=$?; stty -g > {}",
+            before.display(),
+            after.display()
+        ),
+        "Enter",
+    ]);
+    t.keys(&[
+        "echo size=$(stty size) in=$(pwd) has=$(cat README.md)",
+        "Enter",
+    ]);
+    let screen = t.wait_for(&format!("size=24 80 in={p} has=the app"));
+    assert!(screen.contains("READ-WRITE"), "{screen}");
+    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        t.keys(&["echo now=$(stty size)", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        if t.screen().contains("now=30 100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resize never arrived:\n{}",
+            t.screen()
+        );
+    }
+    t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.keys(&["C-c"]);
+    t.keys(&["echo in-place > made.txt; echo still=here", "Enter"]);
+    let screen = t.wait_for("still=here");
+    assert!(!screen.contains("slept-42"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(project.join("made.txt")).unwrap(),
+        "in-place\n"
+    );
+    t.keys(&["exit 7", "Enter"]);
+    t.wait_for("EXIT=7");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !after.exists() {
+        assert!(Instant::now() < deadline, "the outer shell never ran stty");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&before).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+        "the terminal's settings changed"
+    );
+
+    // ro: a read-only volume, so nothing is written.
+    t.keys(&["clear", "Enter"]);
+    t.keys(&[
+        &format!(
+            "{bin} shell --runtime apple-container --net host --project {p} --mode ro -- \
+             sh -c 'cat README.md; echo x > ro.txt || echo refused-$((40+2))'; echo RO=$?"
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("RO=0");
+    assert!(
+        screen.contains("the app") && screen.contains("refused-42"),
+        "{screen}"
+    );
+    assert!(!project.join("ro.txt").exists());
+    assert_eq!(orphan_containers(&tools), Vec::<String>::new());
+}

@@ -20,7 +20,7 @@ use crate::args;
 /// Arguments of `shell`.
 #[derive(Debug, clap::Args)]
 pub struct ShellArgs {
-    /// Runtime (default: the best isolating one here; bwrap, tart and lima have terminals),
+    /// Runtime (default: the best isolating one here; every isolating one has terminals),
     /// network policy and limits.
     #[command(flatten)]
     sandbox: args::SandboxArgs,
@@ -61,7 +61,7 @@ pub struct ProjectArgs {
     patch: Option<PathBuf>,
     /// How the project reaches the sandbox: `copy` (changes reviewed, applied on approval),
     /// `rw` (mounted read-write: the agent changes your files directly) or `ro` (mounted
-    /// read-only). rw and ro run on bwrap, lima and tart.
+    /// read-only). rw and ro run on bwrap, lima, tart and apple-container.
     #[arg(long, value_enum, default_value_t = ProjectMode::Copy)]
     mode: ProjectMode,
     /// Leave NAME (wherever it appears: node_modules) or the project's relative PATH

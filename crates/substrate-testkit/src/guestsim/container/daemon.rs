@@ -266,6 +266,19 @@ fn start(store: &ContainerStore, id: &str, guard: &mut Guard) -> Result<u64> {
         jail.args(["--perms", "1777", "--tmpfs"]).arg(t);
     }
     for v in &config.volumes {
+        if !in_image(&v.guest) {
+            // The directories on the way to a mount point outside the image (on a tmpfs)
+            // are world-traversable, as a container runtime makes them (bwrap would make
+            // them root's alone).
+            let mut dir = PathBuf::from("/");
+            let parts: Vec<_> = Path::new(&v.guest).components().skip(1).collect();
+            for (i, part) in parts.iter().enumerate() {
+                dir.push(part);
+                if i > 0 && i + 1 < parts.len() {
+                    jail.args(["--perms", "0755", "--dir"]).arg(&dir);
+                }
+            }
+        }
         jail.arg(if v.read_only { "--ro-bind" } else { "--bind" })
             .arg(&v.host)
             .arg(&v.guest);
