@@ -325,6 +325,7 @@ fn excluded_entries_stay_out_of_the_copy_and_of_the_change_set() {
     std::fs::write(project.join("node_modules/dep/index.js"), "host\n").unwrap();
     std::fs::write(project.join("build/cache/blob"), "host\n").unwrap();
     std::fs::write(project.join("build/keep.txt"), "kept\n").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", project.join("leak")).unwrap();
     // One exclude from the user's config, one from the command line.
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "exclude = [\"node_modules\"]\n").unwrap();
@@ -345,6 +346,11 @@ fn excluded_entries_stay_out_of_the_copy_and_of_the_change_set() {
         "Enter",
     ]);
     let screen = t.wait_for("DONE=0");
+    // What the copy left out, other than the excludes, is named.
+    assert!(
+        screen.contains("leak (a symlink out of the project)"),
+        "{screen}"
+    );
     for seen in ["no-node_modules", "no-build/cache", "has-build/keep.txt"] {
         assert!(screen.contains(seen), "{seen}:\n{screen}");
     }

@@ -61,6 +61,31 @@ impl Staged {
         if shown {
             eprintln!();
         }
+        let left_out: Vec<String> = copied
+            .baseline
+            .skipped
+            .iter()
+            .filter_map(|(path, why)| match why {
+                changeset::Skipped::Excluded => None,
+                changeset::Skipped::TooLarge(n) => {
+                    Some(format!("{path} ({n} bytes, over the size cap)"))
+                }
+                changeset::Skipped::SymlinkOut => {
+                    Some(format!("{path} (a symlink out of the project)"))
+                }
+                changeset::Skipped::Special => {
+                    Some(format!("{path} (a device file, FIFO or socket)"))
+                }
+                changeset::Skipped::NotUtf8 => Some(format!("{path} (a name that is not UTF-8)")),
+            })
+            .collect();
+        if !left_out.is_empty() {
+            eprintln!(
+                "left out of the sandbox's copy of {}:\n  {}",
+                project.display(),
+                left_out.join("\n  ")
+            );
+        }
         tracing::debug!(
             files = copied.report.files,
             bytes = copied.report.bytes,
@@ -94,7 +119,14 @@ impl Staged {
         let changes = ChangeSet::between(&self.baseline, &now);
         let project = self.baseline.root.display().to_string();
         if changes.is_empty() {
-            eprintln!("no changes to {project}");
+            // Only entries that are never applied (over the size cap, special files, links
+            // out): named, so nothing the agent made vanishes without a word.
+            let refused = changes.summary();
+            if refused.is_empty() {
+                eprintln!("no changes to {project}");
+            } else {
+                eprintln!("no changes to apply to {project}; left out:\n{refused}");
+            }
             return Ok(());
         }
         eprintln!("changes to {project}:\n{}", changes.summary());
