@@ -122,16 +122,20 @@ const RUNTIME_SCRIPT: &str = r#"if [ -n "${COMPUTERAGENT_PROJECT:-}" ]; then cd 
 for script in .computeragent/runtime.sh .claude-vm.runtime.sh; do
   if [ -f "$script" ]; then
     echo "computeragent: running $script" >&2
-    stamp=$(mktemp)
-    sh "$script" || { status=$?; echo "computeragent: $script failed with status $status" >&2; exit $status; }
+    # Every file's inode, size, mtime and ctime before the script: what differs after is
+    # the script's (a timestamp alone could fall in the same clock tick as the script's writes).
+    before=$(mktemp)
+    list() { find . -type f ! -path ./.computeragent/script-output -printf '%i %s %T@ %C@ %p\n' 2>/dev/null | sort; }
+    list > "$before"
+    sh "$script" || { status=$?; rm -f "$before"; echo "computeragent: $script failed with status $status" >&2; exit $status; }
     # In a copy, what the script made is not the agent's work: its files and their digests
     # are listed for the change set to leave out.
     if [ -z "${COMPUTERAGENT_PROJECT:-}" ]; then
       mkdir -p .computeragent
-      find . -newer "$stamp" -type f ! -path ./.computeragent/script-output -exec sha256sum {} + \
+      list | comm -13 "$before" - | cut -d' ' -f5- | while IFS= read -r file; do sha256sum "$file"; done \
         > .computeragent/script-output 2>/dev/null || true
     fi
-    rm -f "$stamp"
+    rm -f "$before"
     break
   fi
 done
