@@ -75,6 +75,55 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", "t"])
     }
 
+    /// In a running `shell` session on the pane: a resize reaches the program inside
+    /// (asked until the SIGWINCH has travelled), Ctrl-C interrupts its program and not the
+    /// session, `command` runs, `then` checks what it did, `exit 7` becomes the command's
+    /// `EXIT=7`, and the terminal's settings recorded in `before` and `after` are the same.
+    /// Returns the screen at `EXIT=7`.
+    fn resize_interrupt_and_exit(
+        &self,
+        command: &str,
+        then: impl FnOnce(),
+        before: &std::path::Path,
+        after: &std::path::Path,
+    ) -> String {
+        self.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.keys(&["echo now=$(stty size)", "Enter"]);
+            std::thread::sleep(Duration::from_millis(300));
+            if self.screen().contains("now=30 100") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the resize never arrived:\n{}",
+                self.screen()
+            );
+        }
+        self.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+        self.keys(&["C-c"]);
+        self.keys(&[&format!("{command}; echo still=here"), "Enter"]);
+        let screen = self.wait_for("still=here");
+        assert!(!screen.contains("slept-42"), "{screen}");
+        then();
+        self.keys(&["exit 7", "Enter"]);
+        let screen = self.wait_for("EXIT=7");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !after.exists() {
+            assert!(Instant::now() < deadline, "the outer shell never ran stty");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            std::fs::read_to_string(before).unwrap(),
+            std::fs::read_to_string(after).unwrap(),
+            "the terminal's settings changed"
+        );
+        screen
+    }
+
     /// Waits until the screen shows `text`.
     fn wait_for(&self, text: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -119,43 +168,7 @@ fn a_shell_in_a_sandbox_behaves_like_a_terminal_and_leaves_it_as_it_was() {
     // Inside: the sandbox's user, the caller's size.
     t.keys(&["echo who=$(id -un) size=$(stty size)", "Enter"]);
     t.wait_for("who=agent size=24 80");
-    // A resize reaches the program.
-    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
-    // The resize travels tmux → this command (SIGWINCH) → the sandbox's PTY: ask until seen.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        t.keys(&["echo now=$(stty size)", "Enter"]);
-        std::thread::sleep(Duration::from_millis(300));
-        if t.screen().contains("now=30 100") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the resize never arrived:\n{}",
-            t.screen()
-        );
-    }
-    // Ctrl-C interrupts the program inside; the shell and this command live on.
-    t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.keys(&["C-c"]);
-    t.keys(&["echo still=here", "Enter"]);
-    let screen = t.wait_for("still=here");
-    assert!(!screen.contains("slept-42"), "{screen}");
-    // The program's exit status is the command's; the terminal is restored.
-    t.keys(&["exit 7", "Enter"]);
-    t.wait_for("EXIT=7");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !after.exists() {
-        assert!(Instant::now() < deadline, "the outer shell never ran stty");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        std::fs::read_to_string(&before).unwrap(),
-        std::fs::read_to_string(&after).unwrap(),
-        "the terminal's settings changed"
-    );
+    t.resize_interrupt_and_exit("true", || {}, &before, &after);
 }
 
 #[test]
@@ -517,43 +530,12 @@ fn a_shell_in_a_lima_vm_behaves_like_a_terminal_and_its_changes_come_back() {
         "Enter",
     ]);
     t.wait_for("who=admin size=24 80 in=hello");
-    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        t.keys(&["echo now=$(stty size)", "Enter"]);
-        std::thread::sleep(Duration::from_millis(300));
-        if t.screen().contains("now=30 100") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the resize never arrived:\n{}",
-            t.screen()
-        );
-    }
-    t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.keys(&["C-c"]);
-    t.keys(&["echo made-in-the-vm > vm.txt; echo still=here", "Enter"]);
-    let screen = t.wait_for("still=here");
-    assert!(!screen.contains("slept-42"), "{screen}");
-    t.keys(&["exit 7", "Enter"]);
-    let screen = t.wait_for("EXIT=7");
+    let screen =
+        t.resize_interrupt_and_exit("echo made-in-the-vm > vm.txt", || {}, &before, &after);
     assert!(screen.contains("A vm.txt"), "{screen}");
     assert_eq!(
         std::fs::read_to_string(project.join("vm.txt")).unwrap(),
         "made-in-the-vm\n"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !after.exists() {
-        assert!(Instant::now() < deadline, "the outer shell never ran stty");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        std::fs::read_to_string(&before).unwrap(),
-        std::fs::read_to_string(&after).unwrap(),
-        "the terminal's settings changed"
     );
     // No instance is left by a command that has ended (other tests' live ones may run).
     let left: Vec<String> = tools
@@ -1031,43 +1013,17 @@ fn a_shell_in_a_tart_vm_behaves_like_a_terminal_on_a_shared_project() {
     ]);
     let screen = t.wait_for("who=admin size=24 80 in=/mnt/shared/project has=the app");
     assert!(screen.contains("READ-WRITE"), "{screen}");
-    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        t.keys(&["echo now=$(stty size)", "Enter"]);
-        std::thread::sleep(Duration::from_millis(300));
-        if t.screen().contains("now=30 100") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the resize never arrived:\n{}",
-            t.screen()
-        );
-    }
-    t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.keys(&["C-c"]);
-    t.keys(&["echo in-place > made.txt; echo still=here", "Enter"]);
-    let screen = t.wait_for("still=here");
-    assert!(!screen.contains("slept-42"), "{screen}");
     // Written on the host at once, before the session ends.
-    assert_eq!(
-        std::fs::read_to_string(project.join("made.txt")).unwrap(),
-        "in-place\n"
-    );
-    t.keys(&["exit 7", "Enter"]);
-    t.wait_for("EXIT=7");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !after.exists() {
-        assert!(Instant::now() < deadline, "the outer shell never ran stty");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        std::fs::read_to_string(&before).unwrap(),
-        std::fs::read_to_string(&after).unwrap(),
-        "the terminal's settings changed"
+    t.resize_interrupt_and_exit(
+        "echo in-place > made.txt",
+        || {
+            assert_eq!(
+                std::fs::read_to_string(project.join("made.txt")).unwrap(),
+                "in-place\n"
+            )
+        },
+        &before,
+        &after,
     );
 
     // ro: shared read-only, so nothing is written.
@@ -1239,42 +1195,17 @@ fn a_shell_in_a_container_behaves_like_a_terminal_on_a_mounted_project() {
     ]);
     let screen = t.wait_for(&format!("size=24 80 in={p} has=the app"));
     assert!(screen.contains("READ-WRITE"), "{screen}");
-    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        t.keys(&["echo now=$(stty size)", "Enter"]);
-        std::thread::sleep(Duration::from_millis(300));
-        if t.screen().contains("now=30 100") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the resize never arrived:\n{}",
-            t.screen()
-        );
-    }
-    t.keys(&["sleep 100; echo slept-$((40+2))", "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.keys(&["C-c"]);
-    t.keys(&["echo in-place > made.txt; echo still=here", "Enter"]);
-    let screen = t.wait_for("still=here");
-    assert!(!screen.contains("slept-42"), "{screen}");
-    assert_eq!(
-        std::fs::read_to_string(project.join("made.txt")).unwrap(),
-        "in-place\n"
-    );
-    t.keys(&["exit 7", "Enter"]);
-    t.wait_for("EXIT=7");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !after.exists() {
-        assert!(Instant::now() < deadline, "the outer shell never ran stty");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        std::fs::read_to_string(&before).unwrap(),
-        std::fs::read_to_string(&after).unwrap(),
-        "the terminal's settings changed"
+    // Written on the host at once, before the session ends.
+    t.resize_interrupt_and_exit(
+        "echo in-place > made.txt",
+        || {
+            assert_eq!(
+                std::fs::read_to_string(project.join("made.txt")).unwrap(),
+                "in-place\n"
+            )
+        },
+        &before,
+        &after,
     );
 
     // ro: a read-only volume, so nothing is written.

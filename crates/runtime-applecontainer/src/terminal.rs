@@ -224,23 +224,9 @@ async fn exec_checked(
 
 /// Streams `seed`'s tree into `workdir` in the container (host `tar`, the container's `tar`).
 async fn seed_workdir(cli: &Container, name: &str, seed: &Path, workdir: &str) -> Result<()> {
-    let mut tar = tokio::process::Command::new("tar")
-        .arg("-C")
-        .arg(seed)
-        .args(["-cf", "-", "."])
-        // macOS's tar would add AppleDouble `._` files.
-        .env("COPYFILE_DISABLE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::io("start `tar` to copy the project into the container", e))?;
-    let stdout = tar
-        .stdout
-        .take()
-        .ok_or_else(|| Error::invalid("terminal", "tar has no output"))?;
-    let stdin: Stdio = stdout
+    let mut tar = substrate_core::archive::HostTar::pack(seed)?;
+    let stdin: Stdio = tar
+        .take_output()?
         .try_into()
         .map_err(|e| Error::io("pipe `tar` into the container", e))?;
     let unpacked = exec_checked(
@@ -251,17 +237,7 @@ async fn seed_workdir(cli: &Container, name: &str, seed: &Path, workdir: &str) -
         "copy the project into the container",
     )
     .await;
-    let host = tar
-        .wait_with_output()
-        .await
-        .map_err(|e| Error::io("wait for `tar`", e))?;
-    if !host.status.success() {
-        return Err(Error::ProcessFailed {
-            command: format!("tar -C {} -cf - .", seed.display()),
-            status: host.status.to_string(),
-            stderr: String::from_utf8_lossy(&host.stderr).into_owned(),
-        });
-    }
+    tar.finish().await?;
     unpacked.map(drop)
 }
 

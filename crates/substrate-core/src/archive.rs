@@ -1,9 +1,65 @@
-//! A tar archive of a sandbox's workdir unpacked on the host without trusting it: what a
-//! runtime that reads a workdir back as tar (a VM's, a container's) brings home.
+//! A workdir as tar, both ways: a host tree packed by the host's `tar` for a sandbox that
+//! unpacks it (a VM's, a container's), and a sandbox's tar unpacked on the host without
+//! trusting it.
 
 use std::path::Path;
 
 use crate::{Error, Result};
+
+/// The host's `tar` writing `dir`'s tree to its stdout (taken by the caller, who feeds it to
+/// the sandbox); [`HostTar::finish`] checks it succeeded.
+#[derive(Debug)]
+pub struct HostTar {
+    child: tokio::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl HostTar {
+    /// Starts packing `dir`.
+    pub fn pack(dir: &Path) -> Result<Self> {
+        let child = tokio::process::Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .args(["-cf", "-", "."])
+            // macOS's tar would add AppleDouble `._` files.
+            .env("COPYFILE_DISABLE", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::io(format!("start `tar` to pack {}", dir.display()), e))?;
+        Ok(Self {
+            child,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The archive, once.
+    pub fn take_output(&mut self) -> Result<tokio::process::ChildStdout> {
+        self.child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::invalid("tar", "its output was already taken"))
+    }
+
+    /// Waits for `tar`; its failure, with what it printed, is an error.
+    pub async fn finish(self) -> Result<()> {
+        let out = self
+            .child
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::io("wait for `tar`", e))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(Error::ProcessFailed {
+            command: format!("tar -C {} -cf - .", self.dir.display()),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
 
 /// Unpacks the sandbox's tar `archive` into `dest`: plain files, directories, symlinks and
 /// hard links only, and none outside `dest` (the tar crate refuses `..` and absolute names

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use async_trait::async_trait;
 use substrate_core::{
@@ -224,22 +223,8 @@ fn quote(text: &str) -> String {
 
 /// Streams `seed`'s tree into `workdir` in the guest (host `tar`, guest `tar`).
 async fn seed_workdir(ssh: &SshSession, seed: &Path, workdir: &str) -> Result<()> {
-    let mut tar = tokio::process::Command::new("tar")
-        .arg("-C")
-        .arg(seed)
-        .args(["-cf", "-", "."])
-        // macOS's tar would add AppleDouble `._` files.
-        .env("COPYFILE_DISABLE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::io("start `tar` to copy the project into the VM", e))?;
-    let mut stdout = tar
-        .stdout
-        .take()
-        .ok_or_else(|| Error::invalid("terminal", "tar has no output"))?;
+    let mut tar = substrate_core::archive::HostTar::pack(seed)?;
+    let mut stdout = tar.take_output()?;
     let out = ssh
         .exec_piped(
             &format!("tar -C {} -xf -", quote(workdir)),
@@ -247,17 +232,7 @@ async fn seed_workdir(ssh: &SshSession, seed: &Path, workdir: &str) -> Result<()
             None,
         )
         .await?;
-    let host = tar
-        .wait_with_output()
-        .await
-        .map_err(|e| Error::io("wait for `tar`", e))?;
-    if !host.status.success() {
-        return Err(Error::ProcessFailed {
-            command: format!("tar -C {} -cf - .", seed.display()),
-            status: host.status.to_string(),
-            stderr: String::from_utf8_lossy(&host.stderr).into_owned(),
-        });
-    }
+    tar.finish().await?;
     if !out.status.success() {
         return Err(Error::ProcessFailed {
             command: format!("ssh {} tar -xf - (the project into the VM)", ssh.target()),
