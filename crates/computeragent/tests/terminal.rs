@@ -77,9 +77,9 @@ impl Tmux {
 
     /// In a running `shell` session on the pane: a resize reaches the program inside
     /// (asked until the SIGWINCH has travelled), Ctrl-C interrupts its program and not the
-    /// session, `command` runs, `then` checks what it did, `exit 7` becomes the command's
-    /// `EXIT=7`, and the terminal's settings recorded in `before` and `after` are the same.
-    /// Returns the screen at `EXIT=7`.
+    /// session, `command` runs and `then` checks what it did, Ctrl-Z stops a program inside
+    /// and not the session, `exit 7` becomes the command's `EXIT=7`, and the terminal's
+    /// settings recorded in `before` and `after` are the same. Returns the screen at `EXIT=7`.
     fn resize_interrupt_and_exit(
         &self,
         command: &str,
@@ -107,6 +107,14 @@ impl Tmux {
         self.keys(&[&format!("{command}; echo still=here"), "Enter"]);
         let screen = self.wait_for("still=here");
         assert!(!screen.contains("slept-42"), "{screen}");
+        // Ctrl-Z stops the program inside (the shell inside reports the stopped job), not the
+        // command outside.
+        self.keys(&["sleep 101", "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+        self.keys(&["C-z"]);
+        self.wait_for("Stopped");
+        self.keys(&["kill -9 %1; wait; echo unstopped=$((40+3))", "Enter"]);
+        self.wait_for("unstopped=43");
         then();
         self.keys(&["exit 7", "Enter"]);
         let screen = self.wait_for("EXIT=7");
@@ -794,30 +802,95 @@ fn ask_claude_and_exit(t: &Tmux, done: &str) -> String {
     t.wait_for(done)
 }
 
+/// Starts `computeragent ARGS; echo EXIT=$?` (no real key in its environment), asks Claude Code
+/// to write its answer, and checks that the answer reached `project` and Claude Code's own files
+/// did not. Returns the screen at the end, the review on it.
+fn claude_writes_its_answer_into(t: &Tmux, args: &str, project: &std::path::Path) -> String {
+    t.keys(&[
+        &format!(
+            "env -u ANTHROPIC_API_KEY {} {args}; echo EXIT=$?",
+            env!("CARGO_BIN_EXE_computeragent")
+        ),
+        "Enter",
+    ]);
+    let screen = ask_claude_and_exit(t, "EXIT=0");
+    assert!(screen.contains("A answer.md"), "{screen}");
+    let answer = std::fs::read_to_string(project.join("answer.md")).unwrap();
+    assert!(
+        answer.contains("Written by the agent in its sandbox"),
+        "{answer}"
+    );
+    // Claude Code's own files stay out of the project (its HOME is the sandbox's).
+    assert!(!project.join(".claude.json").exists());
+    screen
+}
+
+/// `computeragent SHELL --project DIR --mode rw` then `--mode ro` on a VM runtime, through
+/// tmux: in rw, `probe` prints `seen` (who, size, where, the project's file), a write lands on
+/// the host before the session ends, and the terminal checks of
+/// [`Tmux::resize_interrupt_and_exit`] hold; in ro, the project reads and refuses a write.
+#[cfg(any(feature = "tart-on-any-os", feature = "apple-container-on-any-os"))]
+fn a_mounted_project_in_rw_then_ro(
+    t: &Tmux,
+    shell: &str,
+    project: &std::path::Path,
+    scratch: &std::path::Path,
+    probe: &str,
+    seen: &str,
+) {
+    let bin = env!("CARGO_BIN_EXE_computeragent");
+    let p = project.display();
+    let before = scratch.join("before");
+    let after = scratch.join("after");
+    t.keys(&[
+        &format!(
+            "stty -g > {}; {bin} {shell} --project {p} --mode rw; echo EXIT=$?; stty -g > {}",
+            before.display(),
+            after.display()
+        ),
+        "Enter",
+    ]);
+    t.keys(&[probe, "Enter"]);
+    let screen = t.wait_for(seen);
+    assert!(screen.contains("READ-WRITE"), "{screen}");
+    // Written on the host at once, before the session ends.
+    t.resize_interrupt_and_exit(
+        "echo in-place > made.txt",
+        || {
+            assert_eq!(
+                std::fs::read_to_string(project.join("made.txt")).unwrap(),
+                "in-place\n"
+            )
+        },
+        &before,
+        &after,
+    );
+
+    t.keys(&["clear", "Enter"]);
+    t.keys(&[
+        &format!(
+            "{bin} {shell} --project {p} --mode ro -- sh -c 'cat README.md; echo x > ro.txt || \
+             echo refused-$((40+2))'; echo RO=$?"
+        ),
+        "Enter",
+    ]);
+    let screen = t.wait_for("RO=0");
+    assert!(
+        screen.contains("the app") && screen.contains("refused-42"),
+        "{screen}"
+    );
+    assert!(!project.join("ro.txt").exists());
+}
+
 #[test]
 fn claude_codes_file_lands_in_the_project_with_apply() {
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("README.md"), "the project\n").unwrap();
     let t = Tmux::start(140, 40);
     t.wait_for("outer$");
-    t.keys(&[
-        &format!(
-            "env -u ANTHROPIC_API_KEY {} claude --project {} --apply; echo EXIT=$?",
-            env!("CARGO_BIN_EXE_computeragent"),
-            project.path().display()
-        ),
-        "Enter",
-    ]);
-    let screen = ask_claude_and_exit(&t, "EXIT=0");
-    assert!(screen.contains("A answer.md"), "{screen}");
+    let args = format!("claude --project {} --apply", project.path().display());
+    let screen = claude_writes_its_answer_into(&t, &args, project.path());
     assert!(screen.contains("applied 1 change(s)"), "{screen}");
-    let answer = std::fs::read_to_string(project.path().join("answer.md")).unwrap();
-    assert!(
-        answer.contains("Written by the agent in its sandbox"),
-        "{answer}"
-    );
-    // Claude Code's own files stay out of the project (its HOME is the sandbox's /tmp).
-    assert!(!project.path().join(".claude.json").exists());
 }
 
 #[cfg(feature = "lima")]
@@ -831,22 +904,11 @@ fn claude_codes_file_lands_in_the_project_from_a_lima_vm() {
     let t = Tmux::start(140, 40);
     t.wait_for("outer$");
     use_lima_sim(&t, &tools, dir.path());
-    t.keys(&[
-        &format!(
-            "env -u ANTHROPIC_API_KEY {} claude --runtime lima --net host --project {} --apply; \
-             echo EXIT=$?",
-            env!("CARGO_BIN_EXE_computeragent"),
-            project.display()
-        ),
-        "Enter",
-    ]);
-    let screen = ask_claude_and_exit(&t, "EXIT=0");
-    assert!(screen.contains("A answer.md"), "{screen}");
-    let answer = std::fs::read_to_string(project.join("answer.md")).unwrap();
-    assert!(
-        answer.contains("Written by the agent in its sandbox"),
-        "{answer}"
+    let args = format!(
+        "claude --runtime lima --net host --project {} --apply",
+        project.display()
     );
+    claude_writes_its_answer_into(&t, &args, &project);
 }
 
 /// The `tart` simulator with its vanilla image, the prepared image of this build (built once
@@ -953,23 +1015,11 @@ fn claude_codes_file_lands_in_the_project_from_a_tart_vm() {
     t.wait_for("outer$");
     use_tart_sim(&t, &tools, dir.path());
     // No network for the VM: the model is reached only through the broker's forward.
-    t.keys(&[
-        &format!(
-            "env -u ANTHROPIC_API_KEY {} claude --runtime tart --net none --project {} --apply; \
-             echo EXIT=$?",
-            env!("CARGO_BIN_EXE_computeragent"),
-            project.display()
-        ),
-        "Enter",
-    ]);
-    let screen = ask_claude_and_exit(&t, "EXIT=0");
-    assert!(screen.contains("A answer.md"), "{screen}");
-    let answer = std::fs::read_to_string(project.join("answer.md")).unwrap();
-    assert!(
-        answer.contains("Written by the agent in its sandbox"),
-        "{answer}"
+    let args = format!(
+        "claude --runtime tart --net none --project {} --apply",
+        project.display()
     );
-    assert!(!project.join(".claude.json").exists());
+    claude_writes_its_answer_into(&t, &args, &project);
     assert_eq!(orphan_tart_vms(&tools), Vec::<String>::new());
 }
 
@@ -989,58 +1039,18 @@ fn a_shell_in_a_tart_vm_behaves_like_a_terminal_on_a_shared_project() {
         .status()
         .unwrap();
     assert!(status.success());
-    let before = dir.path().join("before");
-    let after = dir.path().join("after");
-    let bin = env!("CARGO_BIN_EXE_computeragent");
-    let p = project.display();
     let t = Tmux::start(80, 24);
     t.wait_for("outer$");
     use_tart_sim(&t, &tools, dir.path());
-
-    // rw: the project is shared into the VM (`tart run --dir`) and written in place.
-    t.keys(&[
-        &format!(
-            "stty -g > {}; {bin} shell --runtime tart --project {p} --mode rw; echo EXIT=$?; \
-             stty -g > {}",
-            before.display(),
-            after.display()
-        ),
-        "Enter",
-    ]);
-    t.keys(&[
+    // The project is shared into the VM (`tart run --dir`, `:ro` for ro).
+    a_mounted_project_in_rw_then_ro(
+        &t,
+        "shell --runtime tart",
+        &project,
+        dir.path(),
         "echo who=$(id -un) size=$(stty size) in=$(pwd) has=$(cat README.md)",
-        "Enter",
-    ]);
-    let screen = t.wait_for("who=admin size=24 80 in=/mnt/shared/project has=the app");
-    assert!(screen.contains("READ-WRITE"), "{screen}");
-    // Written on the host at once, before the session ends.
-    t.resize_interrupt_and_exit(
-        "echo in-place > made.txt",
-        || {
-            assert_eq!(
-                std::fs::read_to_string(project.join("made.txt")).unwrap(),
-                "in-place\n"
-            )
-        },
-        &before,
-        &after,
+        "who=admin size=24 80 in=/mnt/shared/project has=the app",
     );
-
-    // ro: shared read-only, so nothing is written.
-    t.keys(&["clear", "Enter"]);
-    t.keys(&[
-        &format!(
-            "{bin} shell --runtime tart --project {p} --mode ro -- sh -c 'cat README.md; \
-             echo x > ro.txt || echo refused-$((40+2))'; echo RO=$?"
-        ),
-        "Enter",
-    ]);
-    let screen = t.wait_for("RO=0");
-    assert!(
-        screen.contains("the app") && screen.contains("refused-42"),
-        "{screen}"
-    );
-    assert!(!project.join("ro.txt").exists());
     assert_eq!(orphan_tart_vms(&tools), Vec::<String>::new());
 }
 
@@ -1135,23 +1145,11 @@ fn claude_codes_file_lands_in_the_project_from_a_container() {
     let t = Tmux::start(140, 40);
     t.wait_for("outer$");
     use_container_sim(&t, &tools, dir.path());
-    t.keys(&[
-        &format!(
-            "env -u ANTHROPIC_API_KEY {} claude --runtime apple-container --net host \
-             --project {} --apply; echo EXIT=$?",
-            env!("CARGO_BIN_EXE_computeragent"),
-            project.display()
-        ),
-        "Enter",
-    ]);
-    let screen = ask_claude_and_exit(&t, "EXIT=0");
-    assert!(screen.contains("A answer.md"), "{screen}");
-    let answer = std::fs::read_to_string(project.join("answer.md")).unwrap();
-    assert!(
-        answer.contains("Written by the agent in its sandbox"),
-        "{answer}"
+    let args = format!(
+        "claude --runtime apple-container --net host --project {} --apply",
+        project.display()
     );
-    assert!(!project.join(".claude.json").exists());
+    claude_writes_its_answer_into(&t, &args, &project);
     assert_eq!(orphan_containers(&tools), Vec::<String>::new());
 }
 
@@ -1171,57 +1169,17 @@ fn a_shell_in_a_container_behaves_like_a_terminal_on_a_mounted_project() {
         .status()
         .unwrap();
     assert!(status.success());
-    let before = dir.path().join("before");
-    let after = dir.path().join("after");
-    let bin = env!("CARGO_BIN_EXE_computeragent");
-    let p = project.display();
     let t = Tmux::start(80, 24);
     t.wait_for("outer$");
     use_container_sim(&t, &tools, dir.path());
-
-    // rw: the project is a volume at its own path, written in place.
-    t.keys(&[
-        &format!(
-            "stty -g > {}; {bin} shell --runtime apple-container --net host --project {p} \
-             --mode rw; echo EXIT=$?; stty -g > {}",
-            before.display(),
-            after.display()
-        ),
-        "Enter",
-    ]);
-    t.keys(&[
+    // The project is a volume at its own path (read-only for ro).
+    a_mounted_project_in_rw_then_ro(
+        &t,
+        "shell --runtime apple-container --net host",
+        &project,
+        dir.path(),
         "echo size=$(stty size) in=$(pwd) has=$(cat README.md)",
-        "Enter",
-    ]);
-    let screen = t.wait_for(&format!("size=24 80 in={p} has=the app"));
-    assert!(screen.contains("READ-WRITE"), "{screen}");
-    // Written on the host at once, before the session ends.
-    t.resize_interrupt_and_exit(
-        "echo in-place > made.txt",
-        || {
-            assert_eq!(
-                std::fs::read_to_string(project.join("made.txt")).unwrap(),
-                "in-place\n"
-            )
-        },
-        &before,
-        &after,
+        &format!("size=24 80 in={} has=the app", project.display()),
     );
-
-    // ro: a read-only volume, so nothing is written.
-    t.keys(&["clear", "Enter"]);
-    t.keys(&[
-        &format!(
-            "{bin} shell --runtime apple-container --net host --project {p} --mode ro -- \
-             sh -c 'cat README.md; echo x > ro.txt || echo refused-$((40+2))'; echo RO=$?"
-        ),
-        "Enter",
-    ]);
-    let screen = t.wait_for("RO=0");
-    assert!(
-        screen.contains("the app") && screen.contains("refused-42"),
-        "{screen}"
-    );
-    assert!(!project.join("ro.txt").exists());
     assert_eq!(orphan_containers(&tools), Vec::<String>::new());
 }
