@@ -197,12 +197,30 @@ fn a_shell_without_a_terminal_says_so() {
 
 #[test]
 fn sigterm_ends_the_session_and_restores_the_terminal() {
+    a_signal_from_outside_ends_the_session("TERM", 1, 143, 1);
+}
+
+#[test]
+fn a_storm_of_sigint_ends_the_session_once_and_restores_the_terminal() {
+    a_signal_from_outside_ends_the_session("INT", 10, 130, 2);
+}
+
+#[test]
+fn sighup_ends_the_session_and_restores_the_terminal() {
+    a_signal_from_outside_ends_the_session("HUP", 1, 129, 3);
+}
+
+/// `shell --no-project` running a program, sent SIG`signal` `times` times from outside: the
+/// session ends saying so, with a shell's status for the signal (`code`), the program inside
+/// goes with the sandbox, and the terminal's settings are as they were. `slot` keeps each
+/// test's program apart from the others'.
+fn a_signal_from_outside_ends_the_session(signal: &str, times: usize, code: u8, slot: u32) {
     let dir = tempfile::tempdir().unwrap();
     let before = dir.path().join("before");
     let after = dir.path().join("after");
     let t = Tmux::start(90, 20);
     t.wait_for("outer$");
-    let marker = format!("sleep {}", 900 + std::process::id() % 90);
+    let marker = format!("sleep {}", slot * 1000 + std::process::id() % 1000);
     t.keys(&[
         &format!(
             "stty -g > {}; {} shell --no-project -- {marker}; echo EXIT=$?; stty -g > {}",
@@ -225,16 +243,27 @@ fn sigterm_ends_the_session_and_restores_the_terminal() {
         assert!(Instant::now() < deadline, "the program never started");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let status = Command::new("pkill")
+    let found = Command::new("pgrep")
         .args([
-            "-TERM",
             "-f",
             &format!("computeragent shell --no-project -- {marker}"),
         ])
+        .output()
+        .unwrap();
+    assert!(found.status.success(), "the command is not running");
+    let cli = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    // All at once, as a storm: the later ones may find the command already gone.
+    let status = Command::new("kill")
+        .args(["-s", signal])
+        .args(std::iter::repeat_n(&cli, times))
         .status()
         .unwrap();
-    assert!(status.success());
-    t.wait_for("EXIT=143");
+    assert!(times > 1 || status.success());
+    let screen = t.wait_for(&format!("EXIT={code}"));
+    assert!(
+        screen.contains(&format!("ended by SIG{signal}; the sandbox is gone")),
+        "{screen}"
+    );
     // The sandbox went with it.
     for pid in sandboxed.lines() {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -320,7 +349,37 @@ fn a_session_on_a_project_changes_it_only_on_approval() {
         "hello\n"
     );
     assert!(!project.path().join("added.txt").exists());
+    // Asked on the terminal (the default): "n" leaves the project alone, and the answer is
+    // the first thing typed after the session, not a key the session swallowed.
+    t.keys(&["clear", "Enter"]);
+    t.keys(&[
+        &format!("{bin} shell --project {dir} -- {edit}; echo ASKED=$?"),
+        "Enter",
+    ]);
+    t.wait_for("apply these changes to");
+    t.keys(&["n", "Enter"]);
+    let screen = t.wait_for("ASKED=0");
+    assert!(screen.contains("not applied"), "{screen}");
+    assert!(!project.path().join("added.txt").exists());
+    // --apply=ask answered "y" once: applied.
+    t.keys(&["clear", "Enter"]);
+    t.keys(&[
+        &format!(
+            "{bin} shell --project {dir} --apply=ask -- sh -c 'echo asked > asked.txt'; \
+             echo YES=$?"
+        ),
+        "Enter",
+    ]);
+    t.wait_for("apply these changes to");
+    t.keys(&["y", "Enter"]);
+    let screen = t.wait_for("YES=0");
+    assert!(screen.contains("applied 1 change(s)"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("asked.txt")).unwrap(),
+        "asked\n"
+    );
     // --apply: the project gets the changes.
+    t.keys(&["clear", "Enter"]);
     t.keys(&[
         &format!("{bin} shell --project {dir} --apply -- {edit}; echo SECOND=$?"),
         "Enter",
@@ -389,20 +448,37 @@ fn excluded_entries_stay_out_of_the_copy_and_of_the_change_set() {
 #[test]
 fn the_projects_runtime_script_runs_first_and_its_failure_ends_the_session() {
     let project = tempfile::tempdir().unwrap();
-    std::fs::create_dir(project.path().join(".computeragent")).unwrap();
-    let script = project.path().join(".computeragent/runtime.sh");
-    std::fs::write(&script, "echo preparing; echo ready > /tmp/prepared\n").unwrap();
     let t = Tmux::start(100, 30);
     t.wait_for("outer$");
+    the_runtime_script_runs_first(&t, "shell", project.path(), ".computeragent/runtime.sh");
+}
+
+#[test]
+fn agent_vms_runtime_script_name_is_read_too() {
+    let project = tempfile::tempdir().unwrap();
+    let t = Tmux::start(100, 30);
+    t.wait_for("outer$");
+    the_runtime_script_runs_first(&t, "shell", project.path(), ".claude-vm.runtime.sh");
+}
+
+/// With the project's runtime script `script` (a path in the project): it runs in the sandbox,
+/// in the project, before the program, its output shown; once it fails, the session ends
+/// with its status and the program never runs.
+fn the_runtime_script_runs_first(t: &Tmux, shell: &str, project: &std::path::Path, script: &str) {
+    let script = project.join(script);
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(&script, "echo preparing; echo ready > prepared.txt\n").unwrap();
     let bin = env!("CARGO_BIN_EXE_computeragent");
-    let dir = project.path().display();
+    let dir = project.display();
+    let name = script.file_name().unwrap().to_string_lossy().into_owned();
+    t.keys(&["clear", "Enter"]);
     t.keys(&[
-        &format!("{bin} shell --project {dir} --no-apply -- cat /tmp/prepared; echo FIRST=$?"),
+        &format!("{bin} {shell} --project {dir} --no-apply -- cat prepared.txt; echo FIRST=$?"),
         "Enter",
     ]);
     let screen = t.wait_for("FIRST=0");
     assert!(
-        screen.contains("running .computeragent/runtime.sh"),
+        screen.contains("running ") && screen.contains(&name),
         "{screen}"
     );
     assert!(
@@ -411,13 +487,14 @@ fn the_projects_runtime_script_runs_first_and_its_failure_ends_the_session() {
     );
     assert!(screen.contains("ready"), "{screen}");
     std::fs::write(&script, "echo broken >&2; exit 7\n").unwrap();
+    t.keys(&["clear", "Enter"]);
     t.keys(&[
-        &format!("{bin} shell --project {dir} --no-apply -- echo never-$((6*7)); echo SECOND=$?"),
+        &format!("{bin} {shell} --project {dir} --no-apply -- echo never-$((6*7)); echo SECOND=$?"),
         "Enter",
     ]);
     let screen = t.wait_for("SECOND=7");
     assert!(
-        screen.contains("runtime.sh failed with status 7"),
+        screen.contains(&format!("{name} failed with status 7")),
         "{screen}"
     );
     assert!(!screen.contains("never-42"), "{screen}");
@@ -557,6 +634,24 @@ fn a_shell_in_a_lima_vm_behaves_like_a_terminal_and_its_changes_come_back() {
         })
         .collect();
     assert!(left.is_empty(), "instances left: {left:?}");
+}
+
+#[cfg(feature = "lima")]
+#[test]
+fn the_projects_runtime_script_runs_first_in_a_lima_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tools, _base) = lima_sim(dir.path());
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let t = Tmux::start(100, 30);
+    t.wait_for("outer$");
+    use_lima_sim(&t, &tools, dir.path());
+    the_runtime_script_runs_first(
+        &t,
+        "shell --runtime lima --net host",
+        &project,
+        ".computeragent/runtime.sh",
+    );
 }
 
 #[cfg(feature = "lima")]
@@ -1020,6 +1115,25 @@ fn claude_codes_file_lands_in_the_project_from_a_tart_vm() {
 
 #[cfg(feature = "tart-on-any-os")]
 #[test]
+fn the_projects_runtime_script_runs_first_in_a_tart_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = tart_sim(dir.path());
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let t = Tmux::start(100, 30);
+    t.wait_for("outer$");
+    use_tart_sim(&t, &tools, dir.path());
+    the_runtime_script_runs_first(
+        &t,
+        "shell --runtime tart",
+        &project,
+        ".computeragent/runtime.sh",
+    );
+    assert_eq!(orphan_tart_vms(&tools), Vec::<String>::new());
+}
+
+#[cfg(feature = "tart-on-any-os")]
+#[test]
 fn a_shell_in_a_tart_vm_behaves_like_a_terminal_on_a_shared_project() {
     let dir = tempfile::tempdir().unwrap();
     let tools = tart_sim(dir.path());
@@ -1145,6 +1259,25 @@ fn claude_codes_file_lands_in_the_project_from_a_container() {
         project.display()
     );
     claude_writes_its_answer_into(&t, &args, &project);
+    assert_eq!(orphan_containers(&tools), Vec::<String>::new());
+}
+
+#[cfg(feature = "apple-container-on-any-os")]
+#[test]
+fn the_projects_runtime_script_runs_first_in_a_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = container_sim(dir.path());
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let t = Tmux::start(100, 30);
+    t.wait_for("outer$");
+    use_container_sim(&t, &tools, dir.path());
+    the_runtime_script_runs_first(
+        &t,
+        "shell --runtime apple-container --net host",
+        &project,
+        ".computeragent/runtime.sh",
+    );
     assert_eq!(orphan_containers(&tools), Vec::<String>::new());
 }
 

@@ -9,6 +9,7 @@ mod remote;
 mod render;
 mod run;
 mod shell;
+mod tty;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,7 +4,6 @@
 //! it stays out of the process list.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::process::ExitCode;
 
 use computeragent::terminal::size_of;
@@ -13,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::shell::RawMode;
+use crate::tty::{KeyReader, RawMode, SessionSignal, SessionSignals};
 
 fn invalid(message: impl Into<String>) -> computeragent::Error {
     computeragent::Error::invalid("shell --into", message)
@@ -110,26 +109,13 @@ pub async fn shell_into(
         })?;
     let (mut to_server, mut from_server) = socket.split();
 
-    let raw = RawMode::enter()?;
+    let mut signals = SessionSignals::watch()?;
+    let raw = RawMode::enter(&signals)?;
     let (keys, mut typed) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdin.read(&mut buf) {
-            if n == 0 || keys.blocking_send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let signal = |kind| {
-        tokio::signal::unix::signal(kind).map_err(|e| computeragent::Error::io("watch signals", e))
-    };
-    let mut resized = signal(tokio::signal::unix::SignalKind::window_change())?;
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let reader = KeyReader::spawn(keys)?;
     let mut stdout = tokio::io::stdout();
     let mut failure = None;
+    let mut ended_by = None;
     let code = loop {
         tokio::select! {
             message = from_server.next() => match message {
@@ -160,19 +146,26 @@ pub async fn shell_into(
                     break 1;
                 }
             }
-            _ = resized.recv() => {
-                if let Some(size) = size_of(std::io::stdin()) {
-                    let resize = serde_json::json!({"resize": {"rows": size.rows, "cols": size.cols}});
-                    let _ = to_server.send(Message::Text(resize.to_string().into())).await;
+            signal = signals.next() => match signal {
+                SessionSignal::Resized => {
+                    if let Some(size) = size_of(std::io::stdin()) {
+                        let resize = serde_json::json!({"resize": {"rows": size.rows, "cols": size.cols}});
+                        let _ = to_server.send(Message::Text(resize.to_string().into())).await;
+                    }
                 }
-            }
-            _ = term.recv() => break 143,
-            _ = hangup.recv() => break 129,
-            _ = interrupt.recv() => break 130,
+                SessionSignal::Ended { name, code } => {
+                    ended_by = Some(name);
+                    break i32::from(code);
+                }
+            },
         }
     };
+    reader.stop().await;
     let _ = to_server.send(Message::Close(None)).await;
     drop(raw);
+    if let Some(name) = ended_by {
+        eprintln!("computeragent: the session was ended by {name}; the sandbox keeps running");
+    }
     if let Some(message) = failure {
         return Err(invalid(message));
     }

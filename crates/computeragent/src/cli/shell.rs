@@ -5,17 +5,16 @@
 //! becomes this command's.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use computeragent::RuntimeConfig;
 use computeragent::terminal::{Terminal, TerminalRequest, size_of};
-use rustix::termios::{OptionalActions, Termios, tcgetattr, tcsetattr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::args;
+use crate::tty::{KeyReader, RawMode, SessionSignal, SessionSignals};
 
 /// Arguments of `shell`.
 #[derive(Debug, clap::Args)]
@@ -50,10 +49,19 @@ pub struct ProjectArgs {
     /// Start with an empty workdir instead.
     #[arg(long, conflicts_with = "project")]
     no_project: bool,
-    /// Apply the changes without asking.
-    #[arg(long, conflicts_with = "no_apply")]
-    apply: bool,
-    /// Never apply the changes (show them; --patch keeps them).
+    /// Apply the changes: `--apply` without asking, `--apply=ask` after showing them (the
+    /// default on a terminal; elsewhere nothing is applied), `--apply=no` never.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "yes",
+        conflicts_with = "no_apply"
+    )]
+    apply: Option<ApplyWhen>,
+    /// Never apply the changes (show them; --patch keeps them); the same as `--apply=no`.
     #[arg(long)]
     no_apply: bool,
     /// Write the changes as a patch (git format) to FILE.
@@ -71,6 +79,17 @@ pub struct ProjectArgs {
     exclude: Vec<String>,
 }
 
+/// When a session's changes are applied to the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApplyWhen {
+    /// After showing them, if the person says yes.
+    Ask,
+    /// Without asking.
+    Yes,
+    /// Never.
+    No,
+}
+
 /// How a project reaches the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProjectMode {
@@ -85,8 +104,8 @@ pub enum ProjectMode {
 impl ProjectArgs {
     fn review_options(&self) -> crate::project::Review {
         crate::project::Review {
-            apply: self.apply,
-            no_apply: self.no_apply,
+            apply: self.apply == Some(ApplyWhen::Yes),
+            no_apply: self.no_apply || self.apply == Some(ApplyWhen::No),
             patch: self.patch.clone(),
         }
     }
@@ -141,64 +160,30 @@ for script in .computeragent/runtime.sh .claude-vm.runtime.sh; do
 done
 exec "$@""#;
 
-/// The caller's terminal settings before raw mode, for whoever restores them first.
-static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
-
-fn restore() {
-    if let Ok(mut saved) = SAVED.lock()
-        && let Some(termios) = saved.take()
-    {
-        let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &termios);
-    }
+/// How an attached session ended.
+enum Ended {
+    /// The program ended by itself, with this status.
+    Exited(i32),
+    /// A signal from outside ended the session; the caller closes the sandbox.
+    Signalled {
+        /// The signal's name.
+        name: &'static str,
+        /// The status a shell gives for it.
+        code: u8,
+    },
 }
 
-/// Raw mode on stdin's terminal until dropped.
-pub(crate) struct RawMode;
-
-impl RawMode {
-    pub(crate) fn enter() -> computeragent::Result<Self> {
-        let original = tcgetattr(std::io::stdin())
-            .map_err(|e| computeragent::Error::io("read the terminal's settings", e.into()))?;
-        let mut raw = original.clone();
-        raw.make_raw();
-        if let Ok(mut saved) = SAVED.lock() {
-            *saved = Some(original);
-        }
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            restore();
-            previous(info);
-        }));
-        tcsetattr(std::io::stdin(), OptionalActions::Now, &raw)
-            .map_err(|e| computeragent::Error::io("make the terminal raw", e.into()))?;
-        Ok(Self)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        restore();
-    }
-}
-
-/// Bridges the caller's terminal and the program's until the program ends (its exit code)
-/// or a signal from outside ends the session (`None`; the caller closes the sandbox).
-async fn attach(terminal: &mut Terminal) -> computeragent::Result<Option<i32>> {
+/// Bridges the caller's terminal and the program's until the program ends or a signal from
+/// outside ends the session. When it returns, no key is read from the caller any more.
+async fn attach(
+    terminal: &mut Terminal,
+    signals: &mut SessionSignals,
+) -> computeragent::Result<Ended> {
     let missing = || computeragent::Error::invalid("shell", "the terminal's streams are gone");
     let mut to_program = terminal.take_input().ok_or_else(missing)?;
     let mut from_program = terminal.take_output().ok_or_else(missing)?;
-    // Keys: a plain thread on the blocking stdin (a blocked read cannot be cancelled, so it
-    // must not hold up the runtime's shutdown), handed to a task that writes them on.
     let (keys, mut typed) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdin.read(&mut buf) {
-            if n == 0 || keys.blocking_send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let reader = KeyReader::spawn(keys)?;
     let typing = tokio::spawn(async move {
         while let Some(bytes) = typed.recv().await {
             if to_program.write_all(&bytes).await.is_err() || to_program.flush().await.is_err() {
@@ -217,36 +202,29 @@ async fn attach(terminal: &mut Terminal) -> computeragent::Result<Option<i32>> {
         }
     });
 
-    let signal = |kind| {
-        tokio::signal::unix::signal(kind).map_err(|e| computeragent::Error::io("watch signals", e))
-    };
-    let mut resized = signal(tokio::signal::unix::SignalKind::window_change())?;
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let resizer = terminal.resizer();
-    let code = loop {
+    let ended = loop {
         tokio::select! {
-            end = terminal.wait() => break Some(end?.code.unwrap_or(128)),
-            _ = resized.recv() => {
-                if let Some(size) = size_of(std::io::stdin()) {
-                    let _ = resizer.resize(size);
+            end = terminal.wait() => break end.map(|end| Ended::Exited(end.code.unwrap_or(128))),
+            signal = signals.next() => match signal {
+                SessionSignal::Resized => {
+                    if let Some(size) = size_of(std::io::stdin()) {
+                        let _ = resizer.resize(size);
+                    }
                 }
-            }
-            // Sent from outside (the terminal's own Ctrl-C is a byte for the program now).
-            _ = term.recv() => break None,
-            _ = hangup.recv() => break None,
-            _ = interrupt.recv() => break None,
+                SessionSignal::Ended { name, code } => break Ok(Ended::Signalled { name, code }),
+            },
         }
     };
     typing.abort();
-    if code.is_some() {
+    reader.stop().await;
+    if matches!(ended, Ok(Ended::Exited(_))) {
         // What the program printed last, up to the terminal's end.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), output).await;
     } else {
         output.abort();
     }
-    Ok(code)
+    ended
 }
 
 /// Arguments of `claude`.
@@ -368,13 +346,14 @@ async fn enter(
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
     let request = TerminalRequest::new(argv).size(size).term(term);
     let mut terminal = computeragent::terminal::enter(runtime, config, id, request).await?;
-    let raw = RawMode::enter()?;
-    let code = attach(&mut terminal).await;
+    let mut signals = SessionSignals::watch()?;
+    let raw = RawMode::enter(&signals)?;
+    let ended = attach(&mut terminal, &mut signals).await;
     drop(raw);
     let closed = terminal.close().await;
-    let code = code?.unwrap_or(128 + 15);
+    let ended = ended?;
     closed?;
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    Ok(exit_code(&ended, "the sandbox keeps running"))
 }
 
 async fn session(
@@ -473,18 +452,31 @@ async fn session(
         request = request.seed_moved(project.staging());
     }
     let mut terminal = computeragent::terminal::open(runtime, config, &spec, request).await?;
-    let raw = RawMode::enter()?;
-    let code = attach(&mut terminal).await;
+    let mut signals = match SessionSignals::watch() {
+        Ok(signals) => signals,
+        Err(e) => {
+            let _ = terminal.close().await;
+            return Err(e);
+        }
+    };
+    let raw = match RawMode::enter(&signals) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let _ = terminal.close().await;
+            return Err(e);
+        }
+    };
+    let ended = attach(&mut terminal, &mut signals).await;
     drop(raw);
-    let code = match code {
-        Ok(code) => code,
+    let ended = match ended {
+        Ok(ended) => ended,
         Err(e) => {
             let _ = terminal.close().await;
             return Err(e);
         }
     };
     let reviewed = match &project {
-        Some(project) if code.is_some() => {
+        Some(project) if matches!(ended, Ended::Exited(_)) => {
             // The program ended by itself: its workdir holds the session's work.
             match computeragent::project::ScratchDir::new("workdir") {
                 Ok(scratch) => {
@@ -503,6 +495,22 @@ async fn session(
     let closed = terminal.close().await;
     reviewed?;
     closed?;
-    let code = code.unwrap_or(128 + 15);
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    let unreviewed = if project.is_some() {
+        "the sandbox is gone, and what it changed in its copy of the project was not reviewed"
+    } else {
+        "the sandbox is gone"
+    };
+    Ok(exit_code(&ended, unreviewed))
+}
+
+/// The CLI's exit status for how a session ended: the program's own, or a shell's for the
+/// signal that ended it (said on stderr, with `what_then`).
+fn exit_code(ended: &Ended, what_then: &str) -> ExitCode {
+    match ended {
+        Ended::Exited(code) => ExitCode::from(u8::try_from(*code).unwrap_or(1)),
+        Ended::Signalled { name, code } => {
+            eprintln!("computeragent: the session was ended by {name}; {what_then}");
+            ExitCode::from(*code)
+        }
+    }
 }
