@@ -198,7 +198,7 @@ fn the_user_config_sets_defaults_and_its_mistakes_are_named() {
     std::fs::write(
         &config,
         format!(
-            "network = \"none\"\nmemory = \"512M\"\nenv_allow = [\"CA_TEST_GREETING\"]\nread_only = [{:?}]\n",
+            "network = \"host\"\nmemory = \"64M\"\nenv_allow = [\"CA_TEST_GREETING\"]\nread_only = [{:?}]\n",
             share.display().to_string()
         ),
     )
@@ -223,19 +223,49 @@ fn the_user_config_sets_defaults_and_its_mistakes_are_named() {
         "sh",
         "-c",
         &format!(
-            "echo $CA_TEST_GREETING; cat {share_note}; echo x >> {share_note} || echo read-only"
+            "echo $CA_TEST_GREETING; cat {share_note}; echo x >> {share_note} || echo read-only; \
+             [ $(grep -c : /proc/net/dev) -gt 1 ] && echo host-network"
         ),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "hello from the host\nshared\nread-only\n"
+        "hello from the host\nshared\nread-only\nhost-network\n"
     );
+    // The config's memory limit holds (the default would let this through).
+    let out = run(&[
+        "exec",
+        "--",
+        "node",
+        "-e",
+        "Buffer.alloc(256 * 1024 * 1024).fill(1); console.log('allocated')",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("out of memory"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("allocated"));
     let out = run(&["doctor"]);
     assert!(
         text(&out.stdout).contains(&format!("{} (read)", config.display())),
         "{}",
         text(&out.stdout)
+    );
+    // The config's runtime is what commands run on, and what doctor reports.
+    std::fs::write(&config, "runtime = \"local\"\n").unwrap();
+    let out = run(&["doctor"]);
+    assert!(
+        text(&out.stdout).contains("runs on: local (the user config's `runtime`)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["exec", "--", "true"]);
+    assert!(
+        text(&out.stderr).contains("local runtime"),
+        "{}",
+        text(&out.stderr)
     );
     std::fs::write(&config, "memory = \"lots\"\n").unwrap();
     let out = run(&["doctor"]);

@@ -13,9 +13,12 @@ struct Line {
     detail: String,
 }
 
+/// Reports on this host; `configured` is the user config's `runtime`, which commands run on
+/// when none is named.
 pub async fn run(
     config: &RuntimeConfig,
     user_config: Option<&Path>,
+    configured: Option<RuntimeName>,
 ) -> computeragent::Result<ExitCode> {
     let mut lines = Vec::new();
     lines.push(Line {
@@ -78,6 +81,32 @@ pub async fn run(
             line.what,
             line.detail
         );
+    }
+    if let Some(name) = configured {
+        // The user's choice wins over auto-selection, so that is what to report on.
+        let status = availability.iter().find(|a| a.runtime == name);
+        return Ok(match status {
+            Some(a) if a.usable() => {
+                println!("\nruns on: {name} (the user config's `runtime`)");
+                if name == RuntimeName::Local {
+                    println!("`local` runs the agent with NO isolation (development only)");
+                }
+                ExitCode::SUCCESS
+            }
+            Some(a) => {
+                let why = a.status.as_ref().err().cloned().unwrap_or_default();
+                println!(
+                    "\nthe user config's `runtime` is {name}, which is not usable here: {why}"
+                );
+                ExitCode::FAILURE
+            }
+            None => {
+                println!(
+                    "\nthe user config's `runtime` is {name}, which this build does not offer"
+                );
+                ExitCode::FAILURE
+            }
+        });
     }
     let selected = computeragent::runtime::select(config).await;
     match &selected {

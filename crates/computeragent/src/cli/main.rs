@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Doctor => doctor::run(&config, user.path.as_deref()).await,
+            Command::Doctor => doctor::run(&config, user.path.as_deref(), user.runtime).await,
             Command::Run(args) => run::run(args, &config, &user).await,
             Command::Exec(args) => exec::run(args, &config, &user).await,
             Command::Shell(args) => shell::run(args, &config, &user).await,
