@@ -24,6 +24,8 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     // The terminal tests drive `computeragent shell` as a person would.
     ("tmux", "tmux"),
+    // The change set's plain patches are checked by applying them with `patch -p1`.
+    ("patch", "patch"),
 ];
 
 /// The facade's features that offer the macOS runtimes here, against the simulators.

@@ -4,16 +4,19 @@
 //! the baseline, and one of the copy as written. When the agent is done, the sandbox's tree is
 //! rescanned against the latter ([`Snapshot::rescan`]: like `git status`, only files whose
 //! stat data changed are read); [`ChangeSet`] lists what differs (added, modified, deleted,
-//! renamed, mode changes), renders it as a unified diff (git's format, binaries summarized),
-//! and applies it to the project:
+//! renamed, mode changes), renders it as a diff ([`DiffFormat`]: for review, or as a patch for
+//! `git apply` with binary files or for `patch -p1`), and applies it to the project:
 //!
 //! - per file, only when the project's file is still what it was at copy-in (else a conflict
 //!   is reported and the file is left alone);
+//! - a directory removed (deleted, or replaced by a file or symlink) only when it holds
+//!   exactly what it held at copy-in, never recursively;
 //! - each file replaced atomically (written beside it, then renamed), so a crash leaves every
-//!   file either old or new;
+//!   file either old or new (and a temporary file beside it, removed by the next apply that
+//!   writes into that directory);
 //! - never outside the project: paths are plain and relative, no ancestor may be a symlink,
-//!   symlinks are created only when they stay inside, device files and FIFOs are never
-//!   created, setuid/setgid/sticky bits are dropped.
+//!   symlinks are created only when they stay inside however other links resolve, device
+//!   files and FIFOs are never created, setuid/setgid/sticky bits are dropped.
 #![deny(missing_docs)]
 
 mod apply;
@@ -27,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use apply::{ApplyReport, Conflict};
 pub use copy::{CopiedProject, CopyReport, copy_in, copy_project};
+pub use diff::{Diff, DiffFormat};
 pub use snapshot::{Node, Options, ScanStats, Skipped, Snapshot};
 
 /// Errors of scanning, diffing and applying.

@@ -87,7 +87,8 @@ pub enum Skipped {
     Excluded,
     /// A name that is not UTF-8.
     NotUtf8,
-    /// A symlink whose target leaves the tree (absolute, or `..` past the root).
+    /// A symlink whose target leaves the tree or could through another link: absolute, `..`
+    /// past the root, or `..` after a name (`a -> d/..` is the root's parent when `d -> .`).
     SymlinkOut,
 }
 

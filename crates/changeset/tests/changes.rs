@@ -1,4 +1,5 @@
-//! Copy-in, the change set and apply on real trees: every kind of change, conflicts that
+//! Copy-in, the change set and apply on real trees: every kind of change (symlinks, a file
+//! turned into a directory and back, setuid, setgid and sticky bits dropped), conflicts that
 //! leave the project's file untouched, hostile trees refused, and a failure part-way that
 //! leaves each file old or new.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code: a failed step is a failed test
@@ -322,4 +323,168 @@ fn excludes_and_the_size_cap_leave_entries_out() {
         Some(&Skipped::TooLarge(2048))
     );
     assert!(!dest.path().join("w/node_modules").exists());
+}
+
+#[test]
+fn setgid_and_sticky_bits_are_dropped_on_apply() {
+    let (project, sandbox, baseline) = setup();
+    let w = sandbox.path().join("workdir");
+    write(&w, "group-tool", b"#!/bin/sh\n");
+    fs::set_permissions(w.join("group-tool"), fs::Permissions::from_mode(0o2755)).unwrap();
+    // An existing file modified into a setgid one, and a directory setgid and sticky.
+    write(&w, "script.sh", b"#!/bin/sh\necho changed\n");
+    fs::set_permissions(w.join("script.sh"), fs::Permissions::from_mode(0o2775)).unwrap();
+    fs::create_dir(w.join("shared")).unwrap();
+    fs::set_permissions(w.join("shared"), fs::Permissions::from_mode(0o3775)).unwrap();
+    let now = Snapshot::scan(&w, &Options::default()).unwrap();
+    let report = ChangeSet::between(&baseline, &now)
+        .apply(project.path())
+        .unwrap();
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(mode(&project.path().join("group-tool")), 0o755);
+    assert_eq!(mode(&project.path().join("script.sh")), 0o775);
+    assert_eq!(mode(&project.path().join("shared")), 0o775);
+}
+
+fn mknod_null(path: &Path) {
+    let status = std::process::Command::new("mknod")
+        .arg(path)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mknod {} failed", path.display());
+}
+
+#[test]
+fn device_files_and_fifos_are_left_out_of_the_copy_and_reported() {
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    write(p, "src/lib.rs", b"lib\n");
+    mknod_null(&p.join("src/null"));
+    nix_mkfifo(&p.join("pipe"));
+    let sandbox = tempfile::tempdir().unwrap();
+    let w = sandbox.path().join("workdir");
+    let (baseline, report) = copy_in(p, &w, &Options::default(), |_| {}).unwrap();
+    assert_eq!(report.files, 1);
+    assert_eq!(baseline.skipped.get("src/null"), Some(&Skipped::Special));
+    assert_eq!(baseline.skipped.get("pipe"), Some(&Skipped::Special));
+    assert!(!baseline.nodes.contains_key("src/null"));
+    assert!(!baseline.nodes.contains_key("pipe"));
+    assert!(fs::symlink_metadata(w.join("src/null")).is_err());
+    assert!(fs::symlink_metadata(w.join("pipe")).is_err());
+    // The agent's own device file is refused too, and the project's are left as they are.
+    mknod_null(&w.join("dev"));
+    let now = Snapshot::scan(&w, &Options::default()).unwrap();
+    let changes = ChangeSet::between(&baseline, &now);
+    assert!(changes.is_empty(), "{}", changes.summary());
+    assert!(
+        changes
+            .summary()
+            .contains("! dev: a device file, FIFO or socket: never applied"),
+        "{}",
+        changes.summary()
+    );
+    changes.apply(p).unwrap();
+    assert!(fs::symlink_metadata(p.join("dev")).is_err());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(p.join("src/null"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(
+        fs::symlink_metadata(p.join("pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+#[test]
+fn a_retargeted_and_a_deleted_symlink_are_applied() {
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    write(p, "a.txt", b"a\n");
+    write(p, "b.txt", b"b\n");
+    std::os::unix::fs::symlink("a.txt", p.join("moving")).unwrap();
+    std::os::unix::fs::symlink("a.txt", p.join("going")).unwrap();
+    let sandbox = tempfile::tempdir().unwrap();
+    let w = sandbox.path().join("workdir");
+    let (baseline, _) = copy_in(p, &w, &Options::default(), |_| {}).unwrap();
+    fs::remove_file(w.join("moving")).unwrap();
+    std::os::unix::fs::symlink("b.txt", w.join("moving")).unwrap();
+    fs::remove_file(w.join("going")).unwrap();
+    let now = Snapshot::scan(&w, &Options::default()).unwrap();
+    let changes = ChangeSet::between(&baseline, &now);
+    assert_eq!(changes.summary(), "D going (symlink)\nM moving (symlink)");
+    let report = changes.apply(p).unwrap();
+    assert_eq!(report.applied, ["going", "moving"], "{report:?}");
+    assert_eq!(fs::read_link(p.join("moving")).unwrap(), Path::new("b.txt"));
+    assert!(fs::symlink_metadata(p.join("going")).is_err());
+    // What they pointed at stays.
+    assert_eq!(fs::read(p.join("a.txt")).unwrap(), b"a\n");
+    let leftovers: Vec<_> = walk(p)
+        .into_iter()
+        .filter(|p| p.contains(".changeset-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_file_becomes_a_directory_and_a_directory_a_file() {
+    let (project, sandbox, baseline) = setup();
+    let w = sandbox.path().join("workdir");
+    fs::remove_file(w.join("gone.txt")).unwrap();
+    write(&w, "gone.txt/inside.txt", b"now a directory\n");
+    fs::remove_dir_all(w.join("src")).unwrap();
+    write(&w, "src", b"now a file\n");
+    let now = Snapshot::scan(&w, &Options::default()).unwrap();
+    let report = ChangeSet::between(&baseline, &now)
+        .apply(project.path())
+        .unwrap();
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert!(report.refused.is_empty(), "{report:?}");
+    let p = project.path();
+    assert!(fs::symlink_metadata(p.join("gone.txt")).unwrap().is_dir());
+    assert_eq!(
+        fs::read(p.join("gone.txt/inside.txt")).unwrap(),
+        b"now a directory\n"
+    );
+    assert_eq!(fs::read(p.join("src")).unwrap(), b"now a file\n");
+    let mut after = Snapshot::scan(p, &Options::default()).unwrap();
+    after.nodes.remove("link-out");
+    assert_eq!(after.nodes, now.nodes);
+}
+
+#[test]
+fn a_conflict_on_a_delete_or_a_mode_change_leaves_the_file_untouched() {
+    let (project, sandbox, baseline) = setup();
+    let w = sandbox.path().join("workdir");
+    fs::remove_file(w.join("gone.txt")).unwrap();
+    fs::set_permissions(w.join("script.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    // Meanwhile the person edited the file the agent deleted, and made private the one the
+    // agent made executable.
+    write(project.path(), "gone.txt", b"the person still needs this\n");
+    fs::set_permissions(
+        project.path().join("script.sh"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let now = Snapshot::scan(&w, &Options::default()).unwrap();
+    let report = ChangeSet::between(&baseline, &now)
+        .apply(project.path())
+        .unwrap();
+    let conflicts: Vec<&str> = report.conflicts.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(conflicts, ["gone.txt", "script.sh"], "{report:?}");
+    assert!(report.applied.is_empty(), "{report:?}");
+    assert_eq!(
+        fs::read(project.path().join("gone.txt")).unwrap(),
+        b"the person still needs this\n"
+    );
+    assert_eq!(
+        fs::read(project.path().join("script.sh")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    assert_eq!(mode(&project.path().join("script.sh")), 0o600);
 }

@@ -176,9 +176,10 @@ fn a_project_in_copy_mode_changes_only_on_approval() {
     assert!(stderr.contains("applied 1 change(s)"), "{stderr}");
     let answer = std::fs::read_to_string(project.path().join("answer.md")).unwrap();
     assert!(answer.contains("You asked: note it"), "{answer}");
+    // The project is no git repository: a plain patch, as `patch -p1` reads it.
     let diff = std::fs::read_to_string(&patch).unwrap();
     assert!(
-        diff.contains("diff --git a/answer.md b/answer.md\nnew file mode 100644"),
+        diff.contains("--- /dev/null\n+++ b/answer.md\n") && !diff.contains("diff --git"),
         "{diff}"
     );
     assert_eq!(

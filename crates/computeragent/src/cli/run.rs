@@ -201,48 +201,14 @@ async fn review(
 ) -> computeragent::Result<()> {
     let client = agent.harness_client()?;
     let (changes, _fetched) = copy.changes(&client, agent.session_id()?).await?;
-    let project = copy.project().display().to_string();
-    if changes.is_empty() {
-        eprintln!("no changes to {project}");
-        return Ok(());
-    }
-    eprintln!("changes to {project}:\n{}", changes.summary());
-    let diff = changes
-        .diff()
-        .map_err(|e| computeragent::Error::invalid("changes", e.to_string()))?;
-    if let Some(patch) = &args.patch {
-        std::fs::write(patch, &diff)
-            .map_err(|e| computeragent::Error::io(format!("write {}", patch.display()), e))?;
-        eprintln!("wrote the patch to {}", patch.display());
-    }
-    let apply = if args.apply {
-        true
-    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprintln!("{diff}");
-        eprint!("apply these changes to {project}? [y/N] ");
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        matches!(answer.trim(), "y" | "Y" | "yes")
-    } else {
-        eprintln!("not applied (pass --apply to apply, --patch FILE to keep them as a patch)");
-        false
+    let review = crate::project::Review {
+        apply: args.apply,
+        no_apply: false,
+        patch: args.patch.clone(),
     };
-    if !apply {
+    let Some(report) = crate::project::review_changes(&changes, copy.project(), &review)? else {
         return Ok(());
-    }
-    let report = changes
-        .apply(copy.project())
-        .map_err(|e| computeragent::Error::invalid("applying the changes", e.to_string()))?;
-    eprintln!("applied {} change(s) to {project}", report.applied.len());
-    for conflict in &report.conflicts {
-        eprintln!(
-            "conflict: {}: {} (left as it is)",
-            conflict.path, conflict.reason
-        );
-    }
-    for (path, why) in &report.refused {
-        eprintln!("refused: {path}: {why}");
-    }
+    };
     if report.conflicts.is_empty() && report.refused.is_empty() {
         Ok(())
     } else {

@@ -283,13 +283,15 @@ async fn drive(
         let turn = stream_turn(&mut agent, &request.prompt, &tx, &cancel, &client, &session).await;
         // The run's changes against its input files, read before the sandbox goes.
         let changes = match &baseline {
-            Some(baseline) if turn.is_ok() => match changes_of(baseline, &client, &session).await {
-                Ok(changes) => Some(changes),
-                Err(e) => {
-                    tracing::warn!(run = %id, error = %e, "could not read the run's changes");
-                    None
+            Some((baseline, _)) if turn.is_ok() => {
+                match changes_of(baseline, &client, &session).await {
+                    Ok(changes) => Some(changes),
+                    Err(e) => {
+                        tracing::warn!(run = %id, error = %e, "could not read the run's changes");
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
         update(&state, &id, |r| {
@@ -336,8 +338,11 @@ async fn drive(
 }
 
 /// The request's files as a project on the host: the baseline a run's changes are measured
-/// against.
-fn input_baseline(files: &[InlineFile]) -> substrate_core::Result<crate::project::ProjectCopy> {
+/// against, and the directory holding them, kept while the run is: the patch reads its old
+/// side there.
+fn input_baseline(
+    files: &[InlineFile],
+) -> substrate_core::Result<(crate::project::ProjectCopy, crate::project::ScratchDir)> {
     let dir = crate::project::ScratchDir::new("run-input")?;
     let written = (|| {
         for file in files {
@@ -363,12 +368,11 @@ fn input_baseline(files: &[InlineFile]) -> substrate_core::Result<crate::project
         }
         crate::project::ProjectCopy::stage(dir.path(), &changeset::Options::default())
     })();
-    drop(dir);
-    written
+    Ok((written?, dir))
 }
 
 /// What the agent changed in the workdir against `baseline`: each change's summary line and
-/// path, and the whole as a patch (git format; binaries summarized).
+/// path, and the whole as a patch `git apply` reads (binary files included).
 async fn changes_of(
     baseline: &crate::project::ProjectCopy,
     client: &HarnessClient,
@@ -376,8 +380,9 @@ async fn changes_of(
 ) -> substrate_core::Result<Value> {
     let (changes, _fetched) = baseline.changes(client, session).await?;
     let patch = changes
-        .diff()
-        .map_err(|e| substrate_core::Error::invalid("changes", e.to_string()))?;
+        .render(changeset::DiffFormat::Git)
+        .map_err(|e| substrate_core::Error::invalid("changes", e.to_string()))?
+        .text;
     let list: Vec<Value> = changes
         .changes()
         .iter()
@@ -569,4 +574,57 @@ pub(crate) async fn list_tree(
         .await
         .map_err(|e| ApiError::from_core(&e))?;
     Ok(Json(serde_json::to_value(tree).unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+    use super::*;
+
+    /// The patch of a run that edits an input file reads the input's old side, which needs the
+    /// input directory to outlive the staging; and `git apply` recreates what the run did.
+    #[test]
+    fn a_runs_patch_edits_its_input_files_and_carries_binaries() {
+        let files = [InlineFile {
+            path: "brief.txt".into(),
+            content: "the brief\n".into(),
+        }];
+        let (copy, _input) = input_baseline(&files).unwrap();
+        let after = tempfile::tempdir().unwrap();
+        std::fs::write(after.path().join("brief.txt"), "the brief, edited\n").unwrap();
+        std::fs::write(after.path().join("out.bin"), [0u8, 1, 2, 0, 255]).unwrap();
+        let now = changeset::Snapshot::scan(after.path(), &changeset::Options::default()).unwrap();
+        let patch = changeset::ChangeSet::between(copy.baseline(), &now)
+            .render(changeset::DiffFormat::Git)
+            .unwrap();
+        assert!(patch.stale.is_empty(), "{}", patch.text);
+        assert!(
+            patch.text.contains("-the brief\n+the brief, edited\n"),
+            "{}",
+            patch.text
+        );
+        let target = tempfile::tempdir().unwrap();
+        std::fs::write(target.path().join("brief.txt"), "the brief\n").unwrap();
+        let file = target.path().join("run.patch");
+        std::fs::write(&file, &patch.text).unwrap();
+        let out = std::process::Command::new("git")
+            .args(["apply", "run.patch"])
+            .current_dir(target.path())
+            .output()
+            .expect("git is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(target.path().join("brief.txt")).unwrap(),
+            b"the brief, edited\n"
+        );
+        assert_eq!(
+            std::fs::read(target.path().join("out.bin")).unwrap(),
+            [0u8, 1, 2, 0, 255]
+        );
+    }
 }
