@@ -210,6 +210,82 @@ fn sighup_ends_the_session_and_restores_the_terminal() {
     a_signal_from_outside_ends_the_session("HUP", 1, 129, 3);
 }
 
+#[test]
+fn a_session_ended_from_outside_keeps_its_work_as_a_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("app");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("README.md"), "the app\n").unwrap();
+    let state = dir.path().join("state");
+    let t = Tmux::start(200, 30);
+    t.wait_for("outer$");
+    let marker = format!("sleep {}", 4000 + std::process::id() % 1000);
+    let p = project.display();
+    t.keys(&[
+        &format!(
+            "XDG_STATE_HOME={} {} shell --project {p} -- sh -c 'echo kept > kept.txt; \
+             echo more >> README.md; exec {marker}'; echo EXIT=$?",
+            state.display(),
+            env!("CARGO_BIN_EXE_computeragent"),
+        ),
+        "Enter",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new("pgrep")
+        .args(["-f", &format!("^{marker}$")])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the program never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("pkill")
+        .args([
+            "-TERM",
+            "-f",
+            &format!("computeragent shell --project {p} -- sh"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let screen = t.wait_for("EXIT=143");
+    assert!(screen.contains("kept, unreviewed, in"), "{screen}");
+    // The project is as it was; the work is in a private patch that git apply brings back.
+    assert!(!project.join("kept.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(project.join("README.md")).unwrap(),
+        "the app\n"
+    );
+    let kept: Vec<_> = std::fs::read_dir(state.join("computeragent/unreviewed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kept[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = Command::new("git")
+        .arg("apply")
+        .arg(&kept[0])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("kept.txt")).unwrap(),
+        "kept\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("README.md")).unwrap(),
+        "the app\nmore\n"
+    );
+}
+
 /// `shell --no-project` running a program, sent SIG`signal` `times` times from outside: the
 /// session ends saying so, with a shell's status for the signal (`code`), the program inside
 /// goes with the sandbox, and the terminal's settings are as they were. `slot` keeps each

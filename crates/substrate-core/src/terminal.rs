@@ -138,7 +138,8 @@ pub trait TerminalSandbox: Send + fmt::Debug {
     /// running, and the next wait picks it up.
     async fn wait(&mut self) -> Result<CommandEnd>;
 
-    /// A host directory holding the workdir's tree once the program ended: the workdir itself
+    /// A host directory holding the workdir's tree (once the program ended, or as it is at
+    /// that moment when asked through [`Terminal::workdir_as_it_is_now`]): the workdir itself
     /// where it is a host directory, else a copy made under `scratch` (an empty directory the
     /// caller owns). Entries that could lead outside (absolute or `..` names, links out of the
     /// tree's root in the copy's path) are never written outside `scratch`.
@@ -232,6 +233,13 @@ impl Terminal {
                 "the workdir is read once the program ended; wait for it first",
             ));
         }
+        self.sandbox.workdir_on_host(scratch).await
+    }
+
+    /// A host directory with the workdir's tree as it is now, while the program may still
+    /// run: for a session ended from outside, which keeps what it can of the program's work
+    /// before the sandbox goes. A file the program is writing at that moment may be partial.
+    pub async fn workdir_as_it_is_now(&mut self, scratch: &Path) -> Result<PathBuf> {
         self.sandbox.workdir_on_host(scratch).await
     }
 

@@ -3,6 +3,7 @@
 //! approval (per-file conflict checks; nothing written outside the project).
 
 use std::io::IsTerminal;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use changeset::{ApplyReport, ChangeSet, DiffFormat, Options, Snapshot};
@@ -107,8 +108,50 @@ impl Staged {
 
     /// Shows what changed in `workdir`, writes the patch, and applies on approval.
     pub fn review(&self, workdir: &Path, review: &Review) -> computeragent::Result<()> {
-        // Only what changed since the copy is read (like `git status`); a workdir fetched
-        // from a VM has other inodes and is read whole.
+        let changes = self.changes_in(workdir)?;
+        review_changes(&changes, &self.baseline.root, review).map(|_| ())
+    }
+
+    /// Keeps what changed in `workdir` as a patch in `dir`, for a session ended from outside
+    /// before anyone could review it: git's format, binary files included, so nothing is
+    /// lost (`git apply` reads it in any directory). The file, or `None` when nothing changed.
+    pub fn keep_as_patch(
+        &self,
+        workdir: &Path,
+        dir: &Path,
+    ) -> computeragent::Result<Option<PathBuf>> {
+        let changes = self.changes_in(workdir)?;
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let patch = changes.render(DiffFormat::Git).map_err(error)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| computeragent::Error::io(format!("create {}", dir.display()), e))?;
+        let name = self
+            .baseline
+            .root
+            .file_name()
+            .map_or_else(|| "project".into(), |n| n.to_string_lossy().into_owned());
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let file = dir.join(format!("{name}-{seconds}-{}.patch", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, patch.text.as_bytes()))
+            .map_err(|e| computeragent::Error::io(format!("write {}", file.display()), e))?;
+        Ok(Some(file))
+    }
+
+    /// What the session changed in `workdir`. Only what changed since the copy is read (like
+    /// `git status`); a workdir fetched from a VM has other inodes and is read whole.
+    fn changes_in(&self, workdir: &Path) -> computeragent::Result<ChangeSet> {
         let mut now = Snapshot::rescan(workdir, &self.options, &self.copy).map_err(error)?;
         let forgotten = forget_script_output(workdir, &self.baseline, &mut now);
         if forgotten > 0 {
@@ -116,9 +159,19 @@ impl Staged {
                 "left out {forgotten} file(s) the runtime script made (unchanged by the agent since)"
             );
         }
-        let changes = ChangeSet::between(&self.baseline, &now);
-        review_changes(&changes, &self.baseline.root, review).map(|_| ())
+        Ok(ChangeSet::between(&self.baseline, &now))
     }
+}
+
+/// Where the work of sessions ended before their review is kept:
+/// `$XDG_STATE_HOME/computeragent/unreviewed`, or `~/.local/state/computeragent/unreviewed`.
+pub fn unreviewed_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("computeragent/unreviewed")
 }
 
 /// Shows `changes` to the project at `root`, writes the patch, and applies them on approval

@@ -475,6 +475,27 @@ async fn session(
             return Err(e);
         }
     };
+    // Ended from outside, nobody can review the session's work now: it is kept as a patch
+    // (bounded in time, as whoever sent the signal may not wait long).
+    let kept = match (&project, &ended) {
+        (Some(project), Ended::Signalled { .. }) => {
+            let keep = async {
+                let scratch = computeragent::project::ScratchDir::new("workdir")?;
+                let workdir = terminal.workdir_as_it_is_now(scratch.path()).await?;
+                project.keep_as_patch(&workdir, &crate::project::unreviewed_dir())
+            };
+            Some(
+                match tokio::time::timeout(std::time::Duration::from_secs(20), keep).await {
+                    Ok(kept) => kept,
+                    Err(_) => Err(computeragent::Error::invalid(
+                        "shell",
+                        "fetching the workdir took over 20 s",
+                    )),
+                },
+            )
+        }
+        _ => None,
+    };
     let reviewed = match &project {
         Some(project) if matches!(ended, Ended::Exited(_)) => {
             // The program ended by itself: its workdir holds the session's work.
@@ -495,12 +516,20 @@ async fn session(
     let closed = terminal.close().await;
     reviewed?;
     closed?;
-    let unreviewed = if project.is_some() {
-        "the sandbox is gone, and what it changed in its copy of the project was not reviewed"
-    } else {
-        "the sandbox is gone"
+    let then = match kept {
+        None => "the sandbox is gone".to_owned(),
+        Some(Ok(None)) => "the sandbox is gone; it had changed nothing in the project".to_owned(),
+        Some(Ok(Some(file))) => format!(
+            "the sandbox is gone; what it changed in its copy of the project is kept, \
+             unreviewed, in {} (`git apply` it in the project to have it)",
+            file.display()
+        ),
+        Some(Err(e)) => format!(
+            "the sandbox is gone, and what it changed in its copy of the project could not be \
+             kept: {e}"
+        ),
     };
-    Ok(exit_code(&ended, unreviewed))
+    Ok(exit_code(&ended, &then))
 }
 
 /// The CLI's exit status for how a session ended: the program's own, or a shell's for the
