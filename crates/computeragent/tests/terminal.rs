@@ -703,11 +703,7 @@ fn a_shell_in_a_lima_vm_behaves_like_a_terminal_and_its_changes_come_back() {
         .store()
         .names()
         .into_iter()
-        .filter(|n| {
-            n.strip_prefix(runtime_lima::DEFAULT_PREFIX)
-                .and_then(|rest| rest.split('-').next())
-                .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
-        })
+        .filter(|n| of_an_ended_process(n, runtime_lima::DEFAULT_PREFIX))
         .collect();
     assert!(left.is_empty(), "instances left: {left:?}");
 }
@@ -941,6 +937,15 @@ fn what_the_runtime_script_made_stays_out_of_the_change_set_unless_the_agent_tou
 
 /// Types a request to Claude Code in the pane, waits for the scripted answer, exits it, and
 /// returns the screen once the command ended.
+/// Whether `name` (`PREFIX<pid>-…`, as the runtimes name their VMs and containers) belongs to
+/// a process that has ended: one left behind, as other tests' live ones are not.
+#[cfg_attr(not(feature = "lima"), allow(dead_code))]
+fn of_an_ended_process(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.split('-').next())
+        .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
+}
+
 fn ask_claude_and_exit(t: &Tmux, done: &str) -> String {
     let screen = t.wait_for("bypass permissions on");
     for first_run in [
@@ -1161,11 +1166,7 @@ fn orphan_tart_vms(tools: &substrate_testkit::guestsim::SimTools) -> Vec<String>
         .store()
         .names()
         .into_iter()
-        .filter(|n| {
-            n.strip_prefix("computeragent-")
-                .and_then(|rest| rest.split('-').next())
-                .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
-        })
+        .filter(|n| of_an_ended_process(n, "computeragent-"))
         .collect()
 }
 
@@ -1311,11 +1312,7 @@ fn orphan_containers(tools: &substrate_testkit::guestsim::SimTools) -> Vec<Strin
         .unwrap()
         .into_iter()
         .map(|c| c.configuration.id)
-        .filter(|n| {
-            n.strip_prefix("computeragent-")
-                .and_then(|rest| rest.split('-').next())
-                .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
-        })
+        .filter(|n| of_an_ended_process(n, "computeragent-"))
         .collect()
 }
 
